@@ -110,6 +110,7 @@ class RaftMember:
 
     MAX_BATCH = 2000
     MAX_INFLIGHT = 4
+    WATCHDOG_PERIOD = 0.1
 
     def __init__(self, cfg: RaftConfig, loop: asyncio.AbstractEventLoop,
                  on_applied: Callable[[], None]):
@@ -140,12 +141,14 @@ class RaftMember:
             useFork=False,  # fork() beside gRPC's threads is unsafe
             autoTickPeriod=0.05,
             onStateChanged=self._on_state_changed,
+            bindAddress=cfg.self_peer,  # not 0.0.0.0: members share a port on their own IPs
             appendEntriesBatchSizeBytes=2 ** 20,
             sendBufferSize=2 ** 20,
             recvBufferSize=2 ** 20,
         )
         others = [addr for name, addr in cfg.peers.items() if addr != cfg.self_peer]
         self.raft = SyncObj(cfg.self_peer, others, conf, consumers=[self.consumer])
+        self.raft.addOnTickCallback(self._on_tick)
         self._pending: list[tuple[str | None, str, Any, asyncio.Future]] = []
         self._inflight = 0
         self._flush_scheduled = False
@@ -157,8 +160,14 @@ class RaftMember:
         return self.consumer.store
 
     def leader_addr(self) -> str | None:
+        """The leader this member follows, if it can reach it. pysyncobj keeps a dead leader's
+        address until an election happens, and a member that reaches no one never starts one."""
         node = self.raft._getLeader()
-        return node.id if node is not None else None
+        if node is None:
+            return None
+        if node.id != self.cfg.self_peer and not self.raft.isNodeConnected(node):
+            return None
+        return node.id
 
     def is_leader(self) -> bool:
         return self.leader_addr() == self.cfg.self_peer
@@ -169,15 +178,19 @@ class RaftMember:
     def quorum_lost(self) -> bool:
         """True when this member has had no leader for longer than an election and cannot reach
         a majority: waiting longer would not help, so requests fail at once."""
-        if self.leader_addr() is not None:
-            self._leaderless_since = None
+        since = self._leaderless_since
+        if since is None or self.leader_addr() is not None:
             return False
-        now = time.monotonic()
-        if self._leaderless_since is None:
-            self._leaderless_since = now
-        waited = now - self._leaderless_since
-        return waited > self.cfg.election_ms * 2 / 1000.0 and \
+        return time.monotonic() - since > self.cfg.election_ms * 2 / 1000.0 and \
             self.reachable_members() <= len(self.cfg.peers) // 2
+
+    def _on_tick(self):
+        # Raft thread, every tick: note when this member lost its leader
+        if self.leader_addr() is None:
+            if self._leaderless_since is None:
+                self._leaderless_since = time.monotonic()
+        else:
+            self._leaderless_since = None
 
     def no_leader_message(self) -> str:
         n = len(self.cfg.peers)
@@ -272,9 +285,7 @@ class RaftMember:
                 pass
 
         if batch.timer is None:
-            batch.timer = self.loop.call_at(
-                self.loop.time() + max(0.0, batch.deadline - time.monotonic()),
-                self._on_batch_timeout, batch)
+            batch.timer = self.loop.call_later(self.WATCHDOG_PERIOD, self._watch_batch, batch)
         self.consumer.apply_batch(entries, callback=callback)
 
     def _on_batch_done(self, batch: "_Batch", attempt: int, result, err):
@@ -299,9 +310,17 @@ class RaftMember:
         if not batch.done:
             self._submit(batch)
 
-    def _on_batch_timeout(self, batch: "_Batch"):
-        if not batch.done:
+    def _watch_batch(self, batch: "_Batch"):
+        """A proposal forwarded to a leader that died may never be answered: fail it as soon
+        as quorum is known to be lost, or at its deadline."""
+        if batch.done:
+            return
+        if self.quorum_lost():
+            self._finish(batch, error=Unavailable(self.no_leader_message()))
+        elif time.monotonic() >= batch.deadline:
             self._finish(batch, error=Unavailable(self._timeout_message()))
+        else:
+            batch.timer = self.loop.call_later(self.WATCHDOG_PERIOD, self._watch_batch, batch)
 
     def _timeout_message(self) -> str:
         if self.leader_addr() is None:

@@ -1,0 +1,222 @@
+"""Lays out and supervises a kubelab cluster's processes under one state directory.
+
+Everything of a cluster lives under its state dir (default ~/.kubelab/<name>):
+
+    cluster.json          topology: every component, its command line and addresses
+    kubeconfig            (once the API server exists)
+    <component>/          data of that component (store-N/ holds the Raft journal)
+    logs/<component>.log  stdout+stderr
+    pids/<component>.pid
+
+Components are detached process groups, so the cluster outlives the `kubelab up` that started it
+and `kubelab stop|start|kill <component>` act on one of them by PID. Addresses follow DESIGN.md's
+plan in its unprivileged loopback form: store-N listens on 127.30.0.(10+N):2379 (clients) and :2380
+(peers); `port_offset` shifts every port so several clusters (e.g. tests) can run side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STORE_CLIENT_PORT = 2379
+STORE_PEER_PORT = 2380
+
+
+def default_state_dir(name: str = "default") -> Path:
+    return Path(os.path.expanduser("~/.kubelab")) / name
+
+
+@dataclasses.dataclass
+class Component:
+    name: str
+    kind: str  # "store"
+    argv: list[str]
+    address: str  # the machine's address in the plan
+    client_url: str = ""
+    peer_url: str = ""
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ClusterError(Exception):
+    pass
+
+
+class Cluster:
+    def __init__(self, state_dir: str | os.PathLike):
+        self.state_dir = Path(state_dir).expanduser().resolve()
+        self.components: dict[str, Component] = {}
+        self.settings: dict = {}
+        if (self.state_dir / "cluster.json").exists():
+            self._load()
+
+    # ------------------------------------------------------------------ layout
+    @classmethod
+    def create(cls, state_dir: str | os.PathLike, *, stores: int = 3, port_offset: int = 0,
+               network: str = "loopback", heartbeat_ms: int = 100,
+               election_ms: int = 1000, time_scale: float = 1.0) -> "Cluster":
+        if stores < 1:
+            raise ClusterError("--stores must be at least 1")
+        if network not in ("auto", "loopback"):
+            raise ClusterError(f"--network {network}: only the loopback network exists so far "
+                               "(network namespaces come with the worker nodes)")
+        c = cls(state_dir)
+        if c.components:
+            raise ClusterError(f"a cluster already exists in {c.state_dir} "
+                               "(kubelab down --state-dir ... removes it)")
+        c.settings = {"stores": stores, "port_offset": port_offset, "network": "loopback",
+                      "time_scale": time_scale, "heartbeat_ms": heartbeat_ms,
+                      "election_ms": election_ms}
+        names = [f"store-{i}" for i in range(1, stores + 1)]
+        addr = {n: f"127.30.0.{10 + i}" for i, n in enumerate(names, start=1)}
+        peer = {n: f"http://{addr[n]}:{STORE_PEER_PORT + port_offset}" for n in names}
+        client = {n: f"http://{addr[n]}:{STORE_CLIENT_PORT + port_offset}" for n in names}
+        initial = ",".join(f"{n}={peer[n]}" for n in names)
+        for n in names:
+            argv = [sys.executable, "-m", "etcdlite", "--name", n,
+                    "--data-dir", str(c.state_dir / n / "data"),
+                    "--listen-client-urls", client[n], "--advertise-client-urls", client[n],
+                    "--listen-peer-urls", peer[n], "--initial-advertise-peer-urls", peer[n],
+                    "--initial-cluster", initial, "--initial-cluster-token", "kubelab",
+                    "--heartbeat-interval", str(heartbeat_ms),
+                    "--election-timeout", str(election_ms)]
+            c.components[n] = Component(n, "store", argv, addr[n], client[n], peer[n])
+        for sub in ("logs", "pids"):
+            (c.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        c._save()
+        return c
+
+    def _save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = {"settings": self.settings,
+                "components": [c.to_json() for c in self.components.values()]}
+        tmp = self.state_dir / "cluster.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.state_dir / "cluster.json")
+
+    def _load(self) -> None:
+        data = json.loads((self.state_dir / "cluster.json").read_text())
+        self.settings = data["settings"]
+        self.components = {c["name"]: Component(**c) for c in data["components"]}
+
+    @property
+    def stores(self) -> list[Component]:
+        return [c for c in self.components.values() if c.kind == "store"]
+
+    def store_endpoints(self) -> list[str]:
+        return [c.client_url for c in self.stores]
+
+    def component(self, name: str) -> Component:
+        try:
+            return self.components[name]
+        except KeyError:
+            raise ClusterError(f"no component {name!r}; components: "
+                               f"{', '.join(self.components)}") from None
+
+    def log_path(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _pid_path(self, name: str) -> Path:
+        return self.state_dir / "pids" / f"{name}.pid"
+
+    # ------------------------------------------------------------------ processes
+    def pid(self, name: str) -> int | None:
+        """The component's PID if it is running (and really is that component)."""
+        try:
+            pid = int(self._pid_path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        try:  # guard against PID reuse: the command line must name this component
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if name.encode() not in cmdline:
+                return None
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                return None
+        except OSError:
+            return None
+        return pid
+
+    def start(self, name: str) -> int:
+        comp = self.component(name)
+        pid = self.pid(name)
+        if pid is not None:
+            return pid
+        (self.state_dir / name).mkdir(parents=True, exist_ok=True)
+        self.log_path(name).parent.mkdir(parents=True, exist_ok=True)
+        self._pid_path(name).parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"]
+                                    if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log_path(name), "ab") as logf:
+            proc = subprocess.Popen(comp.argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=subprocess.STDOUT, env=env, cwd=str(self.state_dir),
+                                    start_new_session=True)
+        self._pid_path(name).write_text(str(proc.pid))
+        return proc.pid
+
+    def signal(self, name: str, sig: int) -> int | None:
+        pid = self.pid(name)
+        if pid is not None:
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+        return pid
+
+    def wait_exit(self, name: str, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid(name) != pid:
+                return True
+            try:  # reap if it is our child
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.02)
+        return False
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        pid = self.signal(name, signal.SIGTERM)
+        if pid is not None and not self.wait_exit(name, pid, timeout):
+            self.signal(name, signal.SIGKILL)
+            self.wait_exit(name, pid, 5.0)
+
+    def kill(self, name: str) -> None:
+        pid = self.signal(name, signal.SIGKILL)
+        if pid is not None:
+            self.wait_exit(name, pid, 5.0)
+
+    def start_all(self) -> None:
+        for name in self.components:
+            self.start(name)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.components)):
+            self.signal(name, signal.SIGTERM)
+        for name in reversed(list(self.components)):
+            self.stop(name)
+
+    def down(self) -> None:
+        """Stop every component and remove the state directory. Idempotent."""
+        if self.components:
+            self.stop_all()
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
