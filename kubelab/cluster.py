@@ -28,6 +28,7 @@ from pathlib import Path
 
 STORE_CLIENT_PORT = 2379
 STORE_PEER_PORT = 2380
+STORE_METRICS_PORT = 2381
 
 
 def default_state_dir(name: str = "default") -> Path:
@@ -63,7 +64,8 @@ class Cluster:
     @classmethod
     def create(cls, state_dir: str | os.PathLike, *, stores: int = 3, port_offset: int = 0,
                network: str = "loopback", heartbeat_ms: int = 100,
-               election_ms: int = 1000, time_scale: float = 1.0) -> "Cluster":
+               election_ms: int = 1000, time_scale: float = 1.0,
+               store_args: list[str] | None = None) -> "Cluster":
         if stores < 1:
             raise ClusterError("--stores must be at least 1")
         if network not in ("auto", "loopback"):
@@ -88,7 +90,9 @@ class Cluster:
                     "--listen-peer-urls", peer[n], "--initial-advertise-peer-urls", peer[n],
                     "--initial-cluster", initial, "--initial-cluster-token", "kubelab",
                     "--heartbeat-interval", str(heartbeat_ms),
-                    "--election-timeout", str(election_ms)]
+                    "--election-timeout", str(election_ms),
+                    "--listen-metrics-urls", f"http://{addr[n]}:{STORE_METRICS_PORT + port_offset}",
+                    *(store_args or [])]
             c.components[n] = Component(n, "store", argv, addr[n], client[n], peer[n])
         for sub in ("logs", "pids"):
             (c.state_dir / sub).mkdir(parents=True, exist_ok=True)

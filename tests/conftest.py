@@ -1,0 +1,117 @@
+"""Shared fixtures: real store clusters as real processes, stopped by PID after each test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kubelab.cli import wait_ready  # noqa: E402
+from kubelab.cluster import Cluster  # noqa: E402
+
+
+def wait_for(cond, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll cond() until it returns a truthy value; fail with `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+            last_exc = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def free_port_offset() -> int:
+    """A port offset unlikely to collide with a developer's cluster (offset 0)."""
+    return random.randrange(1000, 20000, 10)
+
+
+class StoreCluster:
+    """A running etcdlite cluster made by kubelab's launcher, plus conveniences for tests."""
+
+    def __init__(self, state_dir: Path, stores: int = 3, **kw):
+        self.cluster = Cluster.create(state_dir, stores=stores, port_offset=free_port_offset(),
+                                      **kw)
+        self.cluster.start_all()
+        self.wait_ready()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [u.replace("http://", "") for u in self.cluster.store_endpoints()]
+
+    def endpoint(self, name: str) -> str:
+        return self.cluster.component(name).client_url.replace("http://", "")
+
+    def wait_ready(self, timeout: float = 30.0):
+        return asyncio.run(wait_ready(self.cluster, timeout))
+
+    def status(self) -> list[dict]:
+        from kubelab.cli import store_status
+        return asyncio.run(store_status(self.cluster))
+
+    def leader(self, timeout: float = 15.0) -> str:
+        def find():
+            rows = self.status()
+            leaders = {r["name"] for r in rows if r.get("role") == "leader"}
+            return leaders.pop() if len(leaders) == 1 else None
+        return wait_for(find, timeout, 0.1, "a single store leader")
+
+    def etcdctl(self, *args: str, endpoints: list[str] | None = None, input: str | None = None,
+                timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess:
+        env = dict(os.environ, ETCDCTL_API="3")
+        cmd = ["etcdctl", "--endpoints", ",".join(endpoints or self.endpoints), *args]
+        p = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
+                           env=env)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def kill(self, name: str):
+        self.cluster.kill(name)
+
+    def stop(self, name: str):
+        self.cluster.stop(name)
+
+    def start(self, name: str):
+        self.cluster.start(name)
+
+    def down(self):
+        self.cluster.down()
+
+
+@pytest.fixture
+def store_cluster(tmp_path):
+    c = StoreCluster(tmp_path / "cluster")
+    try:
+        yield c
+    finally:
+        c.down()
+
+
+@pytest.fixture(scope="module")
+def shared_store_cluster(tmp_path_factory):
+    """One cluster for a module of tests that do not break it."""
+    c = StoreCluster(tmp_path_factory.mktemp("shared") / "cluster")
+    try:
+        yield c
+    finally:
+        c.down()
+
+
+def have(cmd: str) -> bool:
+    return shutil.which(cmd) is not None
