@@ -208,9 +208,11 @@ class MVCCStore:
             }[r.sort_target]
             kvs.sort(key=keyfn, reverse=sort_order == pb.RangeRequest.DESCEND)
         resp = pb.RangeResponse(count=count)
+        # etcd sets more when the (filtered) result exceeds the limit; count stays unfiltered
+        total = len(kvs) if filtered else count
         if r.limit > 0 and len(kvs) > r.limit:
             kvs = kvs[: r.limit]
-        resp.more = r.limit > 0 and count > len(kvs) and not r.count_only
+        resp.more = r.limit > 0 and total > len(kvs) and not r.count_only
         if not r.count_only:
             resp.kvs.extend(kv.to_pb(r.keys_only) for kv in kvs)
         return resp
@@ -281,8 +283,8 @@ class MVCCStore:
     def _trim_events(self) -> None:
         excess = len(self._events) - self.event_history
         if excess > self.event_history // 10:
-            # keep whole revisions
-            cut = self._event_revs[excess]
+            # keep whole revisions, and always the newest one (even with event_history=0)
+            cut = self._event_revs[min(excess, len(self._event_revs) - 1)]
             i = bisect.bisect_left(self._event_revs, cut)
             del self._events[:i]
             del self._event_revs[:i]
@@ -337,8 +339,8 @@ class MVCCStore:
     def _compare(self, c: pb.Compare) -> bool:
         keys = [c.key] if not c.range_end else list(self._keys_in(c.key, c.range_end))
         kvs = [self._latest(k) for k in keys]
-        if c.range_end:  # a missing single key compares as zero values; a range skips it
-            kvs = [kv for kv in kvs if kv is not None]
+        if c.range_end:  # a range skips missing keys, but an empty range compares as one
+            kvs = [kv for kv in kvs if kv is not None] or [None]  # missing key (zero values)
         for kv in kvs:
             if c.target == pb.Compare.VALUE:
                 if kv is None:
@@ -365,7 +367,7 @@ class MVCCStore:
                 return False
         return True
 
-    def _exec_ops(self, ops, resp: pb.TxnResponse) -> None:
+    def _exec_ops(self, ops, resp: pb.TxnResponse, path: Iterator[bool]) -> None:
         for op in ops:
             kind = op.WhichOneof("request")
             out = resp.responses.add()
@@ -380,12 +382,26 @@ class MVCCStore:
                 self._delete(op.request_delete_range, out.response_delete_range)
             elif kind == "request_txn":
                 out.response_txn.SetInParent()
-                self._txn(op.request_txn, out.response_txn)
+                self._txn(op.request_txn, out.response_txn, path)
 
-    def _txn(self, r: pb.TxnRequest, resp: pb.TxnResponse) -> None:
+    def _compare_path(self, r: pb.TxnRequest) -> list[bool]:
+        """etcd's compareToPath: the outcome of this txn's compares and of every nested txn on
+        the chosen branches, in execution order, all judged on the state before the txn runs
+        (a nested txn's compares do not see the writes of the ops before it)."""
         ok = all(self._compare(c) for c in r.compare)
+        path = [ok]
+        for op in r.success if ok else r.failure:
+            if op.WhichOneof("request") == "request_txn":
+                path.extend(self._compare_path(op.request_txn))
+        return path
+
+    def _txn(self, r: pb.TxnRequest, resp: pb.TxnResponse,
+             path: Iterator[bool] | None = None) -> None:
+        if path is None:
+            path = iter(self._compare_path(r))
+        ok = next(path)
         resp.succeeded = ok
-        self._exec_ops(r.success if ok else r.failure, resp)
+        self._exec_ops(r.success if ok else r.failure, resp, path)
 
     def read_txn(self, r: pb.TxnRequest, resp: pb.TxnResponse) -> None:
         """A txn without writes, served from local state (no proposal needed)."""
@@ -416,8 +432,10 @@ class MVCCStore:
             if not hist:
                 del self._history[key]
         self.compact_revision = rev
-        self.watch_floor = max(self.watch_floor, rev + 1)
-        i = bisect.bisect_left(self._event_revs, rev + 1)
+        # etcd keeps revision `rev` itself: a watch may still start at the compact revision
+        # (and a compacted watch is told compact_revision=rev, so it can resume from there)
+        self.watch_floor = max(self.watch_floor, rev)
+        i = bisect.bisect_left(self._event_revs, rev)
         del self._events[:i]
         del self._event_revs[:i]
         return pb.CompactionResponse(), self.revision
@@ -480,34 +498,51 @@ def _fill_headers_revision(resp: pb.TxnResponse, rev: int) -> None:
 
 def check_txn(r: pb.TxnRequest, max_ops: int = MAX_TXN_OPS) -> None:
     """etcd's request validation, done before proposing: op count and duplicate writes."""
-    if len(r.success) > max_ops or len(r.failure) > max_ops:
+    if max(len(r.compare), len(r.success), len(r.failure)) > max_ops:
         raise MVCCError("INVALID_ARGUMENT", "etcdserver: too many operations in txn request")
     for c in r.compare:
         if not c.key:
             raise MVCCError("INVALID_ARGUMENT", "etcdserver: key is not provided")
     for branch in (r.success, r.failure):
-        puts: set[bytes] = set()
-        dels: list[tuple[bytes, bytes]] = []
         for op in branch:
             kind = op.WhichOneof("request")
-            if kind == "request_put":
-                if not op.request_put.key:
-                    raise MVCCError("INVALID_ARGUMENT", "etcdserver: key is not provided")
-                if op.request_put.key in puts:
-                    raise MVCCError("INVALID_ARGUMENT",
-                                    "etcdserver: duplicate key given in txn request")
-                puts.add(op.request_put.key)
-            elif kind == "request_delete_range":
-                d = op.request_delete_range
-                if not d.key:
-                    raise MVCCError("INVALID_ARGUMENT", "etcdserver: key is not provided")
-                dels.append((d.key, d.range_end))
-            elif kind == "request_range":
-                if not op.request_range.key:
-                    raise MVCCError("INVALID_ARGUMENT", "etcdserver: key is not provided")
-            elif kind == "request_txn":
+            if kind == "request_txn":
                 check_txn(op.request_txn, max_ops)
-        for key in puts:
-            if any(in_range(key, s, e) for s, e in dels):
-                raise MVCCError("INVALID_ARGUMENT",
-                                "etcdserver: duplicate key given in txn request")
+            elif kind is not None and not getattr(op, kind).key:
+                raise MVCCError("INVALID_ARGUMENT", "etcdserver: key is not provided")
+        _check_intervals(branch)
+
+
+def _check_intervals(ops) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
+    """etcd's checkIntervals: a branch may not put a key twice, nor put a key it deletes, counting
+    the ops of its nested txns (whose success and failure branches exclude each other).
+    Returns the branch's puts and deletes."""
+    def dup() -> MVCCError:
+        return MVCCError("INVALID_ARGUMENT", "etcdserver: duplicate key given in txn request")
+
+    dels = [(op.request_delete_range.key, op.request_delete_range.range_end) for op in ops
+            if op.WhichOneof("request") == "request_delete_range"]
+    puts: set[bytes] = set()
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        puts_then, dels_then = _check_intervals(op.request_txn.success)
+        puts_else, dels_else = _check_intervals(op.request_txn.failure)
+        for key in puts_then:
+            if key in puts or any(in_range(key, s, e) for s, e in dels):
+                raise dup()
+            puts.add(key)
+        for key in puts_else:
+            if (key in puts and key not in puts_then) or any(in_range(key, s, e)
+                                                              for s, e in dels):
+                raise dup()
+            puts.add(key)
+        dels += dels_then + dels_else
+    for op in ops:
+        if op.WhichOneof("request") != "request_put":
+            continue
+        key = op.request_put.key
+        if key in puts or any(in_range(key, s, e) for s, e in dels):
+            raise dup()
+        puts.add(key)
+    return puts, dels

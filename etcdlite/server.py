@@ -274,12 +274,11 @@ class KVService(rpc.KVServicer):
             except MVCCError as e:
                 await context.abort(_abort_code(e.code), e.message)
             resp.header.CopyFrom(self.m.header(rev))
-            for out in resp.responses:
-                getattr(out, out.WhichOneof("response")).header.CopyFrom(self.m.header(rev))
+            _stamp_headers(resp, rev)
             return resp
+        # the state machine already put the txn's revision in the nested headers
         resp, rev = await self.m.propose(context, "txn", request, _request_id(context))
         resp.header.CopyFrom(self.m.header(rev))
-        _stamp_headers(resp, self.m.header(rev))
         return resp
 
     async def Compact(self, request: pb.CompactionRequest, context):
@@ -299,12 +298,15 @@ def _txn_is_read_only(r: pb.TxnRequest) -> bool:
     return True
 
 
-def _stamp_headers(resp: pb.TxnResponse, header: pb.ResponseHeader) -> None:
+def _stamp_headers(resp: pb.TxnResponse, rev: int) -> None:
+    """etcd's nested txn responses carry only the revision in their headers (no cluster_id,
+    member_id or raft_term), which `etcdctl txn -w json` shows."""
     for out in resp.responses:
         inner = getattr(out, out.WhichOneof("response"))
-        inner.header.CopyFrom(header)
+        inner.header.Clear()
+        inner.header.revision = rev
         if out.WhichOneof("response") == "response_txn":
-            _stamp_headers(inner, header)
+            _stamp_headers(inner, rev)
 
 
 class _Watcher:

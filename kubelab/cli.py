@@ -77,6 +77,33 @@ def _print_status(cluster: Cluster, rows: list[dict]) -> None:
               "writes fail with 'etcdserver: no leader' until members return")
 
 
+async def apiserver_status(cluster: Cluster, timeout: float = 1.0) -> dict | None:
+    """GET /readyz on the API server with the admin token."""
+    api = cluster.apiserver
+    if api is None:
+        return None
+    row = {"name": api.name, "pid": cluster.pid(api.name), "address": api.client_url,
+           "state": "down", "ready": False}
+    if row["pid"] is None:
+        return row
+    row["state"] = "up"
+    token = cluster.admin_token()
+    import ssl
+    import aiohttp
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            async with s.get(api.client_url + "/readyz", ssl=ctx,
+                             headers={"Authorization": f"Bearer {token}"}) as r:
+                row["ready"] = r.status == 200
+                row["detail"] = (await r.text()).strip()[:80]
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        row["detail"] = type(e).__name__
+    return row
+
+
 async def wait_ready(cluster: Cluster, timeout: float, progress=None) -> list[dict]:
     deadline = time.monotonic() + timeout
     shown = None
@@ -84,10 +111,16 @@ async def wait_ready(cluster: Cluster, timeout: float, progress=None) -> list[di
         rows = await store_status(cluster)
         ready = [r for r in rows if r.get("healthy")]
         msg = f"stores ready: {len(ready)}/{len(rows)}"
+        api_ok = True
+        if cluster.apiserver is not None:
+            api = await apiserver_status(cluster)
+            api_ok = bool(api and api["ready"])
+            msg += f", apiserver {'ready' if api_ok else 'starting'}"
         if progress and msg != shown:
             progress(msg)
             shown = msg
-        if len(ready) == len(rows):
+        if len(ready) == len(rows) and api_ok:
+            cluster.write_kubeconfig()
             return rows
         if time.monotonic() > deadline:
             raise ClusterError(f"cluster not ready after {timeout:.0f}s ({msg}); see "
@@ -112,6 +145,10 @@ def cmd_up(args) -> int:
     leader = next((r["name"] for r in rows if r.get("role") == "leader"), "?")
     print(f"cluster ready in {time.monotonic() - t0:.1f}s; store leader: {leader}")
     eps = ",".join(cluster.store_endpoints())
+    if cluster.kubeconfig_path.exists():
+        print()
+        print(f"  export KUBECONFIG={cluster.kubeconfig_path}")
+        print("  kubectl get namespaces")
     print()
     print("Try:")
     print(f"  ETCDCTL_API=3 etcdctl --endpoints {eps} put hello world")
@@ -124,10 +161,19 @@ def cmd_up(args) -> int:
 def cmd_status(args) -> int:
     cluster = _existing(args)
     rows = asyncio.run(store_status(cluster))
+    api = asyncio.run(apiserver_status(cluster))
     if args.output == "json":
-        print(json.dumps({"stateDir": str(cluster.state_dir), "stores": rows}, indent=2))
+        print(json.dumps({"stateDir": str(cluster.state_dir), "stores": rows, "apiserver": api},
+                         indent=2))
     else:
         _print_status(cluster, rows)
+        if api is not None:
+            print(f"apiserver: {api['state']}, {'ready' if api['ready'] else 'NOT ready'} "
+                  f"(pid {api['pid'] or '-'}, {api['address']}"
+                  + (f"; {api.get('detail')}" if not api['ready'] and api.get('detail') else "")
+                  + ")")
+            if cluster.kubeconfig_path.exists():
+                print(f"kubeconfig: {cluster.kubeconfig_path}")
     return 0
 
 

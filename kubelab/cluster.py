@@ -29,6 +29,10 @@ from pathlib import Path
 STORE_CLIENT_PORT = 2379
 STORE_PEER_PORT = 2380
 STORE_METRICS_PORT = 2381
+APISERVER_PORT = 6443
+APISERVER_GRPC_PORT = 6444
+APISERVER_ADDR = "127.30.0.20"
+SERVICE_CIDR = "127.96.0.0/16"  # the loopback form of 10.96.0.0/16
 
 
 def default_state_dir(name: str = "default") -> Path:
@@ -43,6 +47,7 @@ class Component:
     address: str  # the machine's address in the plan
     client_url: str = ""
     peer_url: str = ""
+    grpc_url: str = ""
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -65,7 +70,7 @@ class Cluster:
     def create(cls, state_dir: str | os.PathLike, *, stores: int = 3, port_offset: int = 0,
                network: str = "loopback", heartbeat_ms: int = 100,
                election_ms: int = 1000, time_scale: float = 1.0,
-               store_args: list[str] | None = None) -> "Cluster":
+               store_args: list[str] | None = None, apiserver: bool = True) -> "Cluster":
         if stores < 1:
             raise ClusterError("--stores must be at least 1")
         if network not in ("auto", "loopback"):
@@ -96,8 +101,58 @@ class Cluster:
             c.components[n] = Component(n, "store", argv, addr[n], client[n], peer[n])
         for sub in ("logs", "pids"):
             (c.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        if not apiserver:
+            c._save()
+            return c
+        api_url = f"https://{APISERVER_ADDR}:{APISERVER_PORT + port_offset}"
+        argv = [sys.executable, "-m", "apiserver", "--etcd-servers", ",".join(client.values()),
+                "--bind-address", APISERVER_ADDR, "--advertise-address", APISERVER_ADDR,
+                "--secure-port", str(APISERVER_PORT + port_offset),
+                "--grpc-port", str(APISERVER_GRPC_PORT + port_offset),
+                "--cert-dir", str(c.state_dir / "apiserver"),
+                "--service-cluster-ip-range", SERVICE_CIDR]
+        c.components["apiserver"] = Component(
+            "apiserver", "apiserver", argv, APISERVER_ADDR, client_url=api_url,
+            grpc_url=f"{APISERVER_ADDR}:{APISERVER_GRPC_PORT + port_offset}")
+        for sub in ("logs", "pids"):
+            (c.state_dir / sub).mkdir(parents=True, exist_ok=True)
         c._save()
         return c
+
+    @property
+    def apiserver(self) -> Component | None:
+        return self.components.get("apiserver")
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    def admin_token(self) -> str | None:
+        try:
+            return (self.state_dir / "apiserver" / "tokens.csv").read_text().split(",")[0]
+        except OSError:
+            return None
+
+    def write_kubeconfig(self) -> Path | None:
+        """The admin kubeconfig; kubectl works with it without extra flags."""
+        api = self.apiserver
+        token = self.admin_token()
+        ca = self.state_dir / "apiserver" / "ca.crt"
+        if api is None or token is None or not ca.exists():
+            return None
+        text = (
+            "apiVersion: v1\nkind: Config\n"
+            "clusters:\n- name: kubelab\n  cluster:\n"
+            f"    server: {api.client_url}\n    certificate-authority: {ca}\n"
+            "users:\n- name: admin\n  user:\n"
+            f"    token: {token}\n"
+            "contexts:\n- name: kubelab\n  context:\n    cluster: kubelab\n    user: admin\n"
+            "current-context: kubelab\n")
+        tmp = self.kubeconfig_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.kubeconfig_path)
+        return self.kubeconfig_path
 
     def _save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)

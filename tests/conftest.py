@@ -45,6 +45,7 @@ class StoreCluster:
     """A running etcdlite cluster made by kubelab's launcher, plus conveniences for tests."""
 
     def __init__(self, state_dir: Path, stores: int = 3, **kw):
+        kw.setdefault("apiserver", False)
         self.cluster = Cluster.create(state_dir, stores=stores, port_offset=free_port_offset(),
                                       **kw)
         self.cluster.start_all()

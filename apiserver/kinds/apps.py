@@ -1,0 +1,3 @@
+"""apps kinds."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""batch kinds."""
+
+from __future__ import annotations

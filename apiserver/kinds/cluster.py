@@ -1,0 +1,3 @@
+"""cluster kinds."""
+
+from __future__ import annotations

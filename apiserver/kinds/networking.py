@@ -1,0 +1,3 @@
+"""networking kinds."""
+
+from __future__ import annotations

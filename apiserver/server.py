@@ -1,0 +1,90 @@
+"""Assembles the API server: store client, schema, storage, REST (HTTPS) and gRPC front ends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+
+from aiohttp import web
+
+from kubelab.etcdclient import EtcdClient
+
+from .allocators import Allocators
+from .auth import Authorizer, TokenAuthenticator, ensure_token_file
+from .certs import ensure_serving_cert
+from .kinds import load_all
+from .rest import RestAPI
+from .storage import Storage
+from .subresources import SubresourceHandlers
+
+log = logging.getLogger("apiserver")
+
+
+class APIServer:
+    def __init__(self, args):
+        self.args = args
+        self.kinds = load_all()
+        self.etcd = EtcdClient(args.etcd_servers.split(","), timeout=args.storage_timeout,
+                               call_timeout=min(args.storage_timeout, 3.0))
+        self.storage = Storage(self.etcd, self.kinds)
+        self.allocators = Allocators(self.etcd, args.service_cluster_ip_range,
+                                     args.service_node_port_range)
+        svc = self.kinds.by_kind("", "v1", "Service")
+        if svc is not None:
+            svc.before_create = self.allocators.service_before_create
+            svc.before_update = self.allocators.service_before_update
+            svc.after_delete = self.allocators.service_after_delete
+        token_file = args.token_auth_file or os.path.join(args.cert_dir, "tokens.csv")
+        self.admin_token = ensure_token_file(token_file)
+        self.authn = TokenAuthenticator.from_file(token_file)
+        self.authz = Authorizer()
+        advertise = args.advertise_address or args.bind_address
+        self.rest = RestAPI(self.storage, self.kinds, self.authn, self.authz,
+                            f"{advertise}:{args.secure_port}", None)
+        self.rest.subs = SubresourceHandlers(self.storage, self.rest.read_body)
+        self._runner: web.AppRunner | None = None
+        self._grpc = None
+
+    async def start(self) -> None:
+        a = self.args
+        hosts = ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
+                 "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+                 self.allocators.reserved_ip(1), a.bind_address] + a.tls_san
+        if a.advertise_address:
+            hosts.append(a.advertise_address)
+        ca, crt, key = ensure_serving_cert(a.cert_dir, [h for h in hosts if h != "0.0.0.0"])
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(crt, key)
+        await self.storage.start()
+        self._runner = web.AppRunner(self.rest.app(), access_log=None,
+                                     handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, a.bind_address, a.secure_port, ssl_context=ctx).start()
+        if a.grpc_port:
+            from .grpc_api import serve_grpc
+            self._grpc = await serve_grpc(self, a.bind_address, a.grpc_port)
+        log.info("serving Kubernetes API on https://%s:%d", a.bind_address, a.secure_port)
+        import asyncio
+        asyncio.create_task(self._bootstrap())
+
+    async def _bootstrap(self) -> None:
+        """Create the system namespaces once the store answers; until then /readyz fails."""
+        import asyncio
+        from .errors import StatusError
+        while True:
+            try:
+                await self.storage.ensure_system_namespaces()
+                self.rest.ready = True
+                return
+            except StatusError as e:
+                log.warning("bootstrap: %s; retrying", e.message)
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(0.5)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.storage.stop()
+        await self.etcd.close()

@@ -1,0 +1,145 @@
+"""Subresources other than status: scale (autoscaling/v1 Scale), pods/binding, pods/eviction,
+namespaces/finalize, and the streaming ones (log, exec, attach, portforward) that are proxied to
+the node agent running the pod."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from . import errors
+from .kinds import Kind, get_path, set_path
+from .storage import Storage
+
+
+def _json(obj, status=200) -> web.Response:
+    return web.Response(body=json.dumps(obj).encode(), status=status,
+                        content_type="application/json")
+
+
+class SubresourceHandlers:
+    def __init__(self, storage: Storage, rest_body_reader):
+        self.storage = storage
+        self.read_body = rest_body_reader
+
+    async def handle(self, request: web.Request, kind: Kind, namespace: str | None, name: str,
+                     sub: str, verb: str) -> web.StreamResponse:
+        if sub == "scale":
+            return await self.scale(request, kind, namespace, name)
+        if sub == "binding" and request.method == "POST":
+            return await self.binding(request, kind, namespace, name)
+        if sub == "eviction" and request.method == "POST":
+            return await self.eviction(request, kind, namespace, name)
+        if sub == "finalize" and request.method == "PUT":
+            return await self.finalize(request, kind, name)
+        if sub in ("log", "exec", "attach", "portforward", "proxy"):
+            return await self.node_stream(request, kind, namespace, name, sub)
+        raise errors.method_not_allowed(f"{request.method} is not supported on {kind.plural}/"
+                                        f"{sub}")
+
+    # ------------------------------------------------------------------ scale
+    def to_scale(self, kind: Kind, obj: dict) -> dict:
+        sc = kind.scale
+        md = obj["metadata"]
+        status = {"replicas": get_path(obj, sc.status_replicas_path, 0) or 0}
+        if sc.selector:
+            status["selector"] = sc.selector(obj)
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {"name": md["name"], "namespace": md.get("namespace"),
+                             "uid": md.get("uid"), "resourceVersion": md.get("resourceVersion"),
+                             "creationTimestamp": md.get("creationTimestamp")},
+                "spec": {"replicas": get_path(obj, sc.replicas_path, 0) or 0},
+                "status": status}
+
+    async def scale(self, request, kind: Kind, namespace, name) -> web.Response:
+        if kind.scale is None:
+            raise errors.method_not_allowed(f"{kind.plural} has no scale subresource")
+        if request.method == "GET":
+            return _json(self.to_scale(kind, await self.storage.get(kind, namespace, name)))
+        if request.method == "PUT":
+            body = await self.read_body(request)
+            if not isinstance(body, dict):
+                raise errors.bad_request("invalid Scale object")
+            replicas = get_path(body, ("spec", "replicas"))
+            want_rv = get_path(body, ("metadata", "resourceVersion"))
+        elif request.method == "PATCH":
+            from .patch import PatchError, apply_patch
+            ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip()
+            raw = await request.read()
+            current = self.to_scale(kind, await self.storage.get(kind, namespace, name))
+            try:
+                patched = apply_patch(current, raw, ctype, "Scale")
+            except PatchError as e:
+                raise errors.bad_request(e.message) from None
+            replicas = get_path(patched, ("spec", "replicas"))
+            want_rv = None
+        else:
+            raise errors.method_not_allowed(f"{request.method} is not supported on scale")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise errors.invalid("Scale", name, [errors.Cause(
+                "spec.replicas", f"Invalid value: {replicas}: must be greater than or equal "
+                                 f"to 0")], "autoscaling")
+
+        def mutate(obj: dict) -> dict:
+            if want_rv and str(want_rv) != obj["metadata"]["resourceVersion"]:
+                raise errors.conflict(kind.plural, name, kind.group)
+            set_path(obj, kind.scale.replicas_path, replicas)
+            obj["metadata"].pop("resourceVersion", None)
+            return obj
+
+        obj = await self.storage.guaranteed_update(kind, namespace, name, mutate)
+        return _json(self.to_scale(kind, obj))
+
+    # ------------------------------------------------------------------ pods
+    async def binding(self, request, kind: Kind, namespace, name) -> web.Response:
+        body = await self.read_body(request)
+        target = (body or {}).get("target") or {}
+        node = target.get("name")
+        if not node:
+            raise errors.invalid("Binding", name, [errors.Cause("target.name",
+                                                                "Required value")])
+
+        def mutate(pod: dict) -> dict:
+            if pod["metadata"].get("deletionTimestamp"):
+                raise errors.conflict("pods", name, "", "pod is being deleted")
+            if get_path(pod, ("spec", "nodeName")):
+                raise errors.conflict("pods/binding", name, "",
+                                      f"pod {name} is already assigned to node "
+                                      f"\"{pod['spec']['nodeName']}\"")
+            pod["spec"]["nodeName"] = node
+            return pod
+
+        await self.storage.guaranteed_update(kind, namespace, name, mutate)
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "code": 201}, 201)
+
+    async def eviction(self, request, kind: Kind, namespace, name) -> web.Response:
+        body = await self.read_body(request) or {}
+        opts = body.get("deleteOptions") or {}
+        await self.storage.delete(kind, namespace, name,
+                                  grace_period=opts.get("gracePeriodSeconds"),
+                                  propagation=opts.get("propagationPolicy"))
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "code": 201}, 201)
+
+    async def finalize(self, request, kind: Kind, name) -> web.Response:
+        body = await self.read_body(request) or {}
+        fins = get_path(body, ("spec", "finalizers"), []) or []
+
+        def mutate(ns: dict) -> dict:
+            ns.setdefault("spec", {})["finalizers"] = fins
+            return ns
+
+        obj = await self.storage.guaranteed_update(kind, None, name, mutate)
+        return _json(obj)
+
+    async def node_stream(self, request, kind, namespace, name, sub) -> web.Response:
+        pod = await self.storage.get(kind, namespace, name)
+        node = get_path(pod, ("spec", "nodeName"))
+        if not node:
+            raise errors.bad_request(f'pod {name} does not have a host assigned')
+        raise errors.StatusError(
+            503, "ServiceUnavailable",
+            f"no node agent is reachable for node {node!r}: pods/{sub} is proxied to the node "
+            f"agent on port 10250, which is not part of this cluster yet")
