@@ -110,7 +110,7 @@ class ClusterService(cgrpc.ClusterServicer):
                 return await self._binding(kind, ns, request)
             obj = await verbs.create(self.s.storage, kind, ns, self._obj(request.object),
                                      manager=request.field_manager or user.username,
-                                     dry_run=request.dry_run)
+                                     dry_run=request.dry_run, validation="Strict")
             return cpb.ObjectResponse(object=json.dumps(obj).encode())
         return await self._run(context, "create", request.ref, fn)
 
@@ -137,7 +137,8 @@ class ClusterService(cgrpc.ClusterServicer):
             obj, _ = await verbs.update(self.s.storage, kind, ns, request.ref.name,
                                         self._obj(request.object),
                                         manager=request.field_manager or user.username,
-                                        subresource=sub, dry_run=request.dry_run)
+                                        subresource=sub, dry_run=request.dry_run,
+                                        validation="Strict")
             return cpb.ObjectResponse(object=json.dumps(obj).encode())
         return await self._run(context, "update", request.ref, fn)
 
@@ -153,7 +154,7 @@ class ClusterService(cgrpc.ClusterServicer):
                                     request.patch_type, request.patch,
                                     manager=request.field_manager or user.username,
                                     subresource=request.ref.subresource or None,
-                                    dry_run=request.dry_run)
+                                    dry_run=request.dry_run, validation="Strict")
             return cpb.ObjectResponse(object=json.dumps(obj).encode())
         return await self._run(context, "patch", request.ref, fn)
 

@@ -632,8 +632,6 @@ class _Strategic:
             delete_list = k.startswith(_DELETE_PRIMITIVES)
             if delete_list:
                 k = k[len(_DELETE_PRIMITIVES):]
-            elif k.startswith("$") and (k.startswith(_SET_ORDER) or k == _RETAIN_KEYS):
-                continue
             fpath = path + (k,)
             if pv is None:
                 original.pop(k, None)
@@ -707,9 +705,9 @@ class _Strategic:
             return original
         # a {"$patch": "replace"} marker in a list of primitives
         if any(isinstance(v, dict) and v.get(_DIRECTIVE) == "replace" for v in patch) and \
-                all(not isinstance(v, dict) or _DIRECTIVE in v for v in patch):
-            if any(not isinstance(v, dict) for v in original + patch):
-                return [v for v in patch if not isinstance(v, dict)]
+                all(not isinstance(v, dict) or _DIRECTIVE in v for v in patch) and \
+                any(not isinstance(v, dict) for v in original + patch):
+            return [v for v in patch if not isinstance(v, dict)]
         kind = _element_kind(original, patch)
         if kind != "map":
             if delete_list:

@@ -322,7 +322,8 @@ class RestAPI:
     async def create(self, request: web.Request, kind: Kind, namespace: str | None):
         obj = await verbs.create(self.storage, kind, namespace, await self.read_body(request),
                                  manager=_manager(request),
-                                 dry_run=request.query.get("dryRun") == "All")
+                                 dry_run=request.query.get("dryRun") == "All",
+                                 validation=request.query.get("fieldValidation"))
         return self.respond(request, kind, obj, 201)
 
     async def update(self, request: web.Request, kind: Kind, namespace: str | None, name: str,
@@ -330,7 +331,8 @@ class RestAPI:
         obj, created = await verbs.update(self.storage, kind, namespace, name,
                                           await self.read_body(request),
                                           manager=_manager(request), subresource=sub,
-                                          dry_run=request.query.get("dryRun") == "All")
+                                          dry_run=request.query.get("dryRun") == "All",
+                                          validation=request.query.get("fieldValidation"))
         return self.respond(request, kind, obj, 201 if created else 200)
 
     async def patch(self, request: web.Request, kind: Kind, namespace: str | None, name: str,
@@ -340,7 +342,8 @@ class RestAPI:
                                 manager=request.query.get("fieldManager") or (
                                     None if ctype == "application/apply-patch+yaml"
                                     else _manager(request)),
-                                subresource=sub, dry_run=request.query.get("dryRun") == "All")
+                                subresource=sub, dry_run=request.query.get("dryRun") == "All",
+                                validation=request.query.get("fieldValidation"))
         return self.respond(request, kind, obj)
 
     async def delete(self, request: web.Request, kind: Kind, namespace: str | None, name: str):
@@ -393,9 +396,16 @@ class RestAPI:
 
     async def watch(self, request: web.Request, kind: Kind, namespace: str | None):
         q = request.query
-        sub, initial = await self.storage.watch(
-            kind, namespace, label_selector=q.get("labelSelector"),
-            field_selector=q.get("fieldSelector"), resource_version=q.get("resourceVersion"))
+        try:
+            sub, initial = await self.storage.watch(
+                kind, namespace, label_selector=q.get("labelSelector"),
+                field_selector=q.get("fieldSelector"), resource_version=q.get("resourceVersion"))
+        except StatusError as e:
+            if e.code != 410:
+                raise
+            # too old: like kube-apiserver, answer 200 with one ERROR event carrying the Status
+            return web.Response(body=json.dumps({"type": "ERROR", "object": e.status()}).encode()
+                                + b"\n", headers={"Content-Type": "application/json"})
         table = self.wants_table(request)
         bookmarks = _bool(q.get("allowWatchBookmarks"))
         try:

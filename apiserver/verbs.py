@@ -4,6 +4,7 @@ JSON, strategic, server-side apply) and delete, with managedFields bookkeeping."
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import yaml
@@ -27,6 +28,44 @@ def check_body_kind(kind: Kind, obj: Any) -> dict:
     return obj
 
 
+def decode_check(kind: Kind, obj: dict, validation: str | None) -> dict:
+    """What Kubernetes' typed decoding does to a request body: wrong value types are a 400;
+    fields the type does not have are dropped, or a 400 with fieldValidation=Strict."""
+    from . import k8sproto
+    obj.setdefault("apiVersion", kind.api_version)
+    obj.setdefault("kind", kind.kind)
+    try:
+        unknown = k8sproto.check_fields(obj)
+    except k8sproto.ProtobufError as e:
+        raise errors.bad_request(f'{kind.kind} in version "{kind.version}" cannot be handled '
+                                 f'as a {kind.kind}: {e}') from None
+    if unknown:
+        if (validation or "").lower() == "strict":
+            raise errors.bad_request("strict decoding error: " + ", ".join(
+                f'unknown field "{u}"' for u in unknown))
+        for path in sorted(unknown, key=len, reverse=True):
+            _drop(obj, path)
+    return obj
+
+
+_PATH_TOKEN = re.compile(r"\.?([^.\[]+)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]")
+
+
+def _drop(obj: Any, path: str) -> None:
+    """Remove the field at a check_fields path like spec.containers[0].foo or data['k'].x."""
+    steps: list = []
+    for name, index, key in _PATH_TOKEN.findall(path):
+        steps.append(int(index) if index else (key if key else name))
+    cur = obj
+    for st in steps[:-1]:
+        try:
+            cur = cur[st]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(cur, dict):
+        cur.pop(steps[-1], None)
+
+
 def record_manager(obj: dict, manager: str, operation: str) -> None:
     if not isinstance(obj.get("metadata"), dict):
         return
@@ -40,8 +79,8 @@ def record_manager(obj: dict, manager: str, operation: str) -> None:
 
 
 async def create(storage: Storage, kind: Kind, namespace: str | None, body: Any, *,
-                 manager: str, dry_run: bool = False) -> dict:
-    body = check_body_kind(kind, body)
+                 manager: str, dry_run: bool = False, validation: str | None = None) -> dict:
+    body = decode_check(kind, check_body_kind(kind, body), validation)
     if namespace is None and kind.namespaced:
         namespace = (body.get("metadata") or {}).get("namespace") or "default"
     record_manager(body, manager, "Update")
@@ -50,8 +89,8 @@ async def create(storage: Storage, kind: Kind, namespace: str | None, body: Any,
 
 async def update(storage: Storage, kind: Kind, namespace: str | None, name: str, body: Any, *,
                  manager: str, subresource: str | None = None,
-                 dry_run: bool = False) -> tuple[dict, bool]:
-    body = check_body_kind(kind, body)
+                 dry_run: bool = False, validation: str | None = None) -> tuple[dict, bool]:
+    body = decode_check(kind, check_body_kind(kind, body), validation)
     if subresource is None:
         record_manager(body, manager, "Update")
     return await storage.update(kind, namespace, name, body, subresource=subresource,
@@ -64,11 +103,12 @@ PATCH_TYPES = ("application/merge-patch+json", "application/json-patch+json",
 
 async def patch(storage: Storage, kind: Kind, namespace: str | None, name: str, ctype: str,
                 raw: bytes, *, manager: str | None, subresource: str | None = None,
-                dry_run: bool = False) -> dict:
+                dry_run: bool = False, validation: str | None = None) -> dict:
     from .patch import PatchError, apply_patch
     if ctype == "application/apply-patch+yaml":
         return await server_side_apply(storage, kind, namespace, name, raw, manager=manager,
-                                       subresource=subresource, dry_run=dry_run)
+                                       subresource=subresource, dry_run=dry_run,
+                                       validation=validation)
     if ctype not in PATCH_TYPES:
         raise errors.unsupported_media_type(ctype)
 
@@ -79,6 +119,7 @@ async def patch(storage: Storage, kind: Kind, namespace: str | None, name: str, 
             raise errors.bad_request(e.message) from None
         if not isinstance(new, dict):
             raise errors.bad_request("the patch did not produce an object")
+        new = decode_check(kind, new, validation)
         if subresource is None and manager:
             record_manager(new, manager, "Update")
         return new
@@ -89,7 +130,7 @@ async def patch(storage: Storage, kind: Kind, namespace: str | None, name: str, 
 
 async def server_side_apply(storage: Storage, kind: Kind, namespace: str | None, name: str,
                             raw: bytes, *, manager: str | None, subresource: str | None = None,
-                            dry_run: bool = False) -> dict:
+                            dry_run: bool = False, validation: str | None = None) -> dict:
     """Create-or-update from an applied configuration. Fields this manager applied before and
     no longer applies are removed; the manager is recorded in managedFields (operation Apply).
     Conflicts with other managers are not detected (a simplification of Kubernetes' SSA)."""
@@ -98,7 +139,7 @@ async def server_side_apply(storage: Storage, kind: Kind, namespace: str | None,
         applied = yaml.safe_load(raw.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise errors.bad_request(f"error decoding YAML: {e}") from None
-    applied = check_body_kind(kind, applied)
+    applied = decode_check(kind, check_body_kind(kind, applied), validation)
     if not manager:
         raise errors.bad_request("PATCH requests with apply content type require a fieldManager "
                                  "query parameter")

@@ -5,9 +5,11 @@
                                           [--procs 4] [--duration S] [--profile DIR]
 
 One run starts a 3-member real etcd cluster (127.0.0.1, free ports, temp data dirs, stopped by
-PID at the end) and then a 3-member etcdlite cluster (kubelab.cluster.Cluster in a temp state
-dir, `.down()` at the end). Only one of the two clusters runs at a time, so neither steals CPU
-from the other on this 2-core machine. Against each it measures:
+PID at the end, also on Ctrl-C/SIGTERM/exception) and a 3-member etcdlite cluster
+(kubelab.cluster.Cluster in a temp state dir, port offset chosen free, `.down()` at the end).
+Both stay up; the scenarios run one at a time, alternately on each store (etcd first, then
+etcdlite first, ...), so both see the same background load; an idle cluster costs ~0.05 cores.
+Against each it measures:
 
 - put throughput and p50/p99 latency at 1, 16 and 64 concurrent clients (256-byte values,
   distinct keys), for a fixed window after a short warm-up;
@@ -21,11 +23,18 @@ from the other on this 2-core machine. Against each it measures:
   when Status on the survivors first shows a new leader. The killed member is restarted and
   every acknowledged key is read back (linearizable, and serializable on each member).
 
-The load generator runs as --procs worker processes (multiprocessing, spawn), each with its
-share of the clients, using grpc.aio on uvloop and 2 channels per endpoint (distinct TCP
-connections), requests going round-robin over the channels and so over all three members. The
-coordinator samples the CPU time of the workers and of the store members over every
-measurement window and prints it, so one can see whether the load generator is the limit.
+The load generator runs as --procs worker processes (multiprocessing, spawn; default 4), each
+with its share of the clients, using grpc.aio on uvloop and --channels channels per endpoint
+(distinct TCP connections; default 1, which costs less CPU per op than 2), requests going
+round-robin over the channels and so over all three members. The coordinator samples the CPU
+time of the workers, of the store members and of the whole machine over every measurement
+window and prints it, so one can see whether the load generator is the limit and whether
+processes outside the benchmark were competing for the 2 cores.
+
+Diagnostics (not needed for the headline numbers): --instrument loads
+bench/instrument/sitecustomize.py into the etcdlite members (Raft/journal counters, per-thread
+CPU, a Raft event trace around the failover); --profile DIR records py-spy profiles of the
+members (summarise with bench/pyspy_summary.py); --keep-logs DIR keeps the members' logs.
 """
 
 from __future__ import annotations
@@ -60,7 +69,7 @@ from proto.etcdserverpb import rpc_pb2_grpc as rpc  # noqa: E402
 
 VALUE_SIZE = 256
 RANGE_KEYS = 1000
-CHANNELS_PER_ENDPOINT = 2
+CHANNELS_PER_ENDPOINT = 1
 FAILOVER_ATTEMPT_TIMEOUT = 0.5
 FAILOVER_RETRY_SLEEP = 0.01
 
@@ -102,7 +111,9 @@ def target(url: str) -> str:
 # Load-generator worker processes
 # =====================================================================================
 
-def worker_main(conn, index: int) -> None:
+def worker_main(conn, index: int, channels_per_endpoint: int = 2) -> None:
+    global CHANNELS_PER_ENDPOINT
+    CHANNELS_PER_ENDPOINT = channels_per_endpoint
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator handles Ctrl-C
     import uvloop
     uvloop.run(_worker_loop(conn, index))
@@ -130,7 +141,8 @@ async def _w_ping(task, wi):
     return {"pid": os.getpid()}
 
 
-async def _open_channels(endpoints, wi, per_ep=CHANNELS_PER_ENDPOINT):
+async def _open_channels(endpoints, wi, per_ep=None):
+    per_ep = per_ep or CHANNELS_PER_ENDPOINT
     n = len(endpoints) * per_ep
     chans = [grpc.aio.insecure_channel(endpoints[(j + wi) % len(endpoints)],
                                        options=CHANNEL_OPTIONS) for j in range(n)]
@@ -379,13 +391,14 @@ async def _w_verify(task, wi):
 
 
 class Workers:
-    def __init__(self, n: int):
+    def __init__(self, n: int, channels_per_endpoint: int = CHANNELS_PER_ENDPOINT):
         ctx = mp.get_context("spawn")
         self.procs = []
         self.conns = []
         for i in range(n):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=worker_main, args=(child, i), daemon=True,
+            p = ctx.Process(target=worker_main, args=(child, i, channels_per_endpoint),
+                            daemon=True,
                             name=f"loadgen-{i}")
             p.start()
             child.close()
@@ -586,17 +599,23 @@ class LiteCluster:
     kind = "etcdlite"
 
     def __init__(self, base_dir: Path):
-        from kubelab.cluster import Cluster, STORE_CLIENT_PORT, STORE_PEER_PORT
+        import inspect
+
+        from kubelab import cluster as kc
         hosts = [f"127.30.0.{10 + i}" for i in (1, 2, 3)]
+        ports = [getattr(kc, n) for n in ("STORE_CLIENT_PORT", "STORE_PEER_PORT",
+                                          "STORE_METRICS_PORT") if hasattr(kc, n)]
         for _ in range(200):
             off = random.randrange(10000, 25000, 10)
-            if all(port_free(h, p + off) for h in hosts
-                   for p in (STORE_CLIENT_PORT, STORE_PEER_PORT)):
+            if all(port_free(h, p + off) for h in hosts for p in ports):
                 break
         else:
             raise RuntimeError("no free port offset for etcdlite")
         self.port_offset = off
-        self.cluster = Cluster.create(base_dir, stores=3, port_offset=off)
+        kw = {}
+        if "apiserver" in inspect.signature(kc.Cluster.create).parameters:
+            kw["apiserver"] = False  # the store only
+        self.cluster = kc.Cluster.create(base_dir, stores=3, port_offset=off, **kw)
         self.names = [c.name for c in self.cluster.stores]
         self.started: set[int] = set()
 
@@ -693,6 +712,7 @@ class Bench:
         self.duration = args.duration or (2.0 if args.quick else 5.0)
         self.warm = 0.5 if args.quick else 1.0
         self.run_id = uuid.uuid4().hex[:6]
+        self.clusters = []
 
     def _instr(self, cl):
         d = getattr(self.args, "instrument_dir", None)
@@ -707,8 +727,13 @@ class Bench:
         return out
 
     def _sample(self, cl):
+        """CPU seconds so far: load-generator workers, the measured cluster's members, and the
+        machine minus the other (idle) cluster this benchmark runs."""
+        idle_cluster = sum(cpu_seconds(p) for c in self.clusters if c is not cl
+                           for p in c.pids() if p)
         return ({p: cpu_seconds(p) for p in self.w.pids},
-                {p: cpu_seconds(p) for p in cl.pids() if p}, machine_busy_seconds())
+                {p: cpu_seconds(p) for p in cl.pids() if p},
+                machine_busy_seconds() - idle_cluster)
 
     def load(self, cl, name, op, clients, serializable=False, profile=None):
         P = len(self.w.procs)
@@ -750,6 +775,7 @@ class Bench:
         return {"instrument": instr,"ops_s": ops, "p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
                 "n": len(lat), "errors": dict(errors), "clients": clients,
                 "loadgen_cores": lg / self.duration, "server_cores": sv / self.duration,
+                "loadgen_busiest_worker_cores": max(lg1[p] - lg0[p] for p in lg0) / self.duration,
                 "other_cores": max(0.0, (m1 - m0) - lg - sv) / self.duration,
                 "machine_idle_cores": max(0.0, (os.cpu_count() or 2) - (m1 - m0) / self.duration),
                 "loadgen_us_per_op": (lg / len(lat) * 1e6) if lat else None}
@@ -830,6 +856,14 @@ class Bench:
             else:
                 time.sleep(0.025)
         res = self.w.collect(used, timeout=post + 60)
+        trace = []
+        for n, snap in (self._instr(cl) or {}).items():
+            if n == leader:
+                continue
+            for t, what in snap.get("events", []):
+                if t_kill - 0.5 <= t <= t_kill + post:
+                    trace.append((round(t - t_kill, 3), n, what))
+        trace.sort()
         acks = [a for r in res for a in r["acks"]]
         fails = [f for r in res for f in r["fails"]]
         # every (worker, client) pair is a distinct writer
@@ -860,15 +894,15 @@ class Bench:
         codes = collections.Counter(f[3] for f in fails)
         return {"gap_s": gap, "all_writers_resumed_s": all_resumed, "killed": leader,
                 "new_leader_seen_s": elected, "attempt_timeout_s": self.args.attempt_timeout,
+                "raft_trace": trace,
                 "acked": len(acks), "lost": lost, "lost_per_member": per_member,
                 "stored_keys": v["stored_keys"], "failed_attempts": dict(codes),
                 "write_rate_before_kill": rate_before, "rejoin_s": rejoin,
                 "caught_up": caught_up}
 
-    def run_store(self, cl):
-        a = self.args
+    def setup(self, cl):
         out = {}
-        print(f"\n=== {cl.kind}: starting 3 members", flush=True)
+        print(f"=== {cl.kind}: starting 3 members", flush=True)
         t = mono()
         cl.start_all()
         cl.wait_ready(60)
@@ -878,14 +912,18 @@ class Bench:
         idle0 = {p: cpu_seconds(p) for p in cl.pids()}
         time.sleep(2.0)
         out["idle_server_cores"] = sum(cpu_seconds(p) - idle0[p] for p in idle0) / 2.0
+        return out
+
+    LOADS = {"put1": ("put", 1, False), "put16": ("put", 16, False),
+             "put64": ("put", 64, False), "range_lin64": ("range", 64, False),
+             "range_ser64": ("range", 64, True)}
+
+    def scenario(self, cl, name, out):
+        a = self.args
         prof = a.profile if cl.kind == "etcdlite" else None
         pscen = set(a.profile_scenarios.split(","))
-        want = set(a.scenarios.split(","))
-        for name, op, n, ser in [("put1", "put", 1, False), ("put16", "put", 16, False),
-                                 ("put64", "put", 64, False), ("range_lin64", "range", 64, False),
-                                 ("range_ser64", "range", 64, True)]:
-            if name not in want:
-                continue
+        if name in self.LOADS:
+            op, n, ser = self.LOADS[name]
             if op == "range" and "preloaded" not in out:
                 self.preload(cl)
                 out["preloaded"] = RANGE_KEYS
@@ -894,16 +932,16 @@ class Bench:
             self._print_row(cl.kind, name, r)
             if r.get("instrument"):
                 print_instrument(r["instrument"])
-        if "watch" in want:
+        elif name == "watch":
             r = self.watch(cl)
             out["watch"] = r
-            print(f"    {'watch':<12} p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-                  f"(n={r['n']}, missed={r['missed']}, min {r['min_ms']:.2f} ms; put-send->"
-                  f"event p50 {r['send_to_event_p50_ms']:.2f} p99 "
-                  f"{r['send_to_event_p99_ms']:.2f} ms; put on {r['leader']}, watch on "
+            print(f"    {cl.kind:<8} {'watch':<12} p50 {r['p50_ms']:.2f} ms  p99 "
+                  f"{r['p99_ms']:.2f} ms  (n={r['n']}, missed={r['missed']}, min "
+                  f"{r['min_ms']:.2f} ms; put-send->event p50 {r['send_to_event_p50_ms']:.2f} "
+                  f"p99 {r['send_to_event_p99_ms']:.2f} ms; put on {r['leader']}, watch on "
                   f"{r['follower']})", flush=True)
-        out["rss_mb"] = {n: round(rss_mb(cl.pid(n)), 1) for n in cl.names}
-        if "failover" in want:
+        elif name == "failover":
+            out["rss_mb"] = {n: round(rss_mb(cl.pid(n)), 1) for n in cl.names}
             r = self.failover(cl)
             out["failover"] = r
             gap = f"{r['gap_s']:.2f}s" if r["gap_s"] is not None else "no write succeeded"
@@ -911,19 +949,21 @@ class Bench:
             res_s = f"{res_s:.2f}s" if res_s is not None else "never"
             el = r["new_leader_seen_s"]
             el = f"{el:.2f}s" if el is not None else "not seen"
-            print(f"    {'failover':<12} killed {r['killed']}: gap {gap} (new leader seen by "
-                  f"Status after {el}; all 8 writers resumed after {res_s}), acked "
-                  f"{r['acked']} (before the kill {r['write_rate_before_kill']:.0f}/s), lost "
-                  f"{r['lost']} (per member {r['lost_per_member']}), failed attempts "
+            print(f"    {cl.kind:<8} {'failover':<12} killed {r['killed']}: gap {gap} (new "
+                  f"leader seen by Status after {el}; all 8 writers resumed after {res_s}), "
+                  f"acked {r['acked']} (before the kill {r['write_rate_before_kill']:.0f}/s), "
+                  f"lost {r['lost']} (per member {r['lost_per_member']}), failed attempts "
                   f"{r['failed_attempts']}, rejoin+catch-up {r['rejoin_s']:.1f}s", flush=True)
-        return out
+            for t, n, what in r.get("raft_trace") or []:
+                print(f"        t{t:+.3f}s {n}: {what}")
 
     @staticmethod
     def _print_row(kind, name, r):
         err = f" errors {r['errors']}" if r["errors"] else ""
-        print(f"    {name:<12} {r['ops_s']:8.0f} ops/s  p50 {r['p50_ms']:7.2f} ms  "
+        print(f"    {kind:<8} {name:<12} {r['ops_s']:6.0f} ops/s  p50 {r['p50_ms']:7.2f} ms  "
               f"p99 {r['p99_ms']:7.2f} ms  | loadgen {r['loadgen_cores']:.2f} cores "
-              f"({r['loadgen_us_per_op'] or 0:.0f} us/op), members "
+              f"({r['loadgen_us_per_op'] or 0:.0f} us/op, busiest worker "
+              f"{r['loadgen_busiest_worker_cores']:.2f}), members "
               f"{r['server_cores']:.2f}, other procs {r['other_cores']:.2f}, idle "
               f"{r['machine_idle_cores']:.2f}{err}", flush=True)
 
@@ -1034,25 +1074,34 @@ def report(results, args):
     print("=" * (sum(widths) + 3 * (len(widths) - 1)))
 
     # load generator note
-    print("\nLoad generator: %d worker processes x grpc.aio+uvloop, %d channels per endpoint "
-          "each; CPU over each measurement window (machine: %d cores):" %
-          (args.procs, CHANNELS_PER_ENDPOINT, os.cpu_count()))
-    for kind, res in (("etcd", e), ("etcdlite", l_)):
-        parts = []
-        for s in ("put1", "put16", "put64", "range_lin64", "range_ser64"):
-            r = res.get(s)
-            if r:
-                parts.append(f"{s} {r['loadgen_cores']:.2f}/{r['server_cores']:.2f}")
-        if parts:
-            print(f"  {kind:<8} loadgen/members cores: " + ", ".join(parts) +
-                  (f"; idle members {res['idle_server_cores']:.2f}" if
-                   "idle_server_cores" in res else ""))
-    r = e.get("put64")
-    if r:
-        print(f"  At etcd put64 the load generator used {r['loadgen_cores']:.2f} cores "
-              f"({r['loadgen_us_per_op']:.0f} us of CPU per op, i.e. one worker process could "
-              f"issue ~{1e6 / r['loadgen_us_per_op'] * 1:,.0f} ops/s on a core of its own); the "
-              f"rest of the 2 cores went to etcd ({r['server_cores']:.2f}).")
+    print(f"\nCPU during each measurement window, in cores (machine: {os.cpu_count()} cores). "
+          f"Load generator = {args.procs} worker processes x grpc.aio+uvloop, {args.channels} "
+          f"channel(s) per endpoint each; 'other' = processes this benchmark did not start:")
+    crow = [["scenario", "store", "loadgen", "busiest worker", "us/op", "members", "other",
+             "idle"]]
+    peak_worker, peak_other = 0.0, 0.0
+    for s_ in ("put1", "put16", "put64", "range_lin64", "range_ser64"):
+        for kind, res in (("etcd", e), ("etcdlite", l_)):
+            r = res.get(s_)
+            if not r:
+                continue
+            peak_worker = max(peak_worker, r["loadgen_busiest_worker_cores"])
+            peak_other = max(peak_other, r["other_cores"])
+            crow.append([s_, kind, f"{r['loadgen_cores']:.2f}",
+                         f"{r['loadgen_busiest_worker_cores']:.2f}",
+                         f"{r['loadgen_us_per_op'] or 0:.0f}", f"{r['server_cores']:.2f}",
+                         f"{r['other_cores']:.2f}", f"{r['machine_idle_cores']:.2f}"])
+    if len(crow) > 1:
+        cw = [max(len(r[i]) for r in crow) for i in range(len(crow[0]))]
+        for r in crow:
+            print("  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w)
+                                   for i, (c, w) in enumerate(zip(r, cw))))
+        print(f"  The busiest load-generator process used at most {peak_worker:.2f} of a core "
+              f"(a worker near 1.00 would mean the generator itself is the limit).")
+        if peak_other > 0.1:
+            print(f"  WARNING: processes not started by this benchmark used up to "
+                  f"{peak_other:.2f} cores during a window; absolute figures are depressed and "
+                  f"noisy (run on a quiet machine for reference numbers).")
     for kind, res in (("etcd", e), ("etcdlite", l_)):
         if res.get("rss_mb"):
             print(f"  {kind} member RSS after the load scenarios (MB): {res['rss_mb']}")
@@ -1087,7 +1136,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="2 s windows instead of 5 s")
     p.add_argument("--duration", type=float, help="measurement window per scenario, seconds")
     p.add_argument("--procs", type=int, default=4, help="load-generator worker processes")
+    p.add_argument("--channels", type=int, default=CHANNELS_PER_ENDPOINT,
+                   help="gRPC channels (TCP connections) per endpoint in each worker")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
+    p.add_argument("--keep-logs", metavar="DIR", help="copy the members' logs to DIR")
     p.add_argument("--only", choices=["etcd", "etcdlite"], help="benchmark one store only")
     p.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
                    help="comma-separated subset of: %(default)s")
@@ -1125,7 +1177,7 @@ def main(argv=None):
     results = {"settings": {"quick": args.quick, "procs": args.procs,
                             "value_size": VALUE_SIZE, "cpus": os.cpu_count()}}
     try:
-        workers = Workers(args.procs)
+        workers = Workers(args.procs, args.channels)
         bench = Bench(args, workers)
         results["settings"]["duration_s"] = bench.duration
         print(f"store_bench: {args.procs} load-generator processes, window {bench.duration:.0f}s "
@@ -1134,10 +1186,24 @@ def main(argv=None):
         for kind in kinds:
             cl = EtcdCluster(tmp / "etcd") if kind == "etcd" else LiteCluster(tmp / "etcdlite")
             clusters.append(cl)
-            try:
-                results[kind] = bench.run_store(cl)
-            finally:
-                cl.down()
+            bench.clusters.append(cl)
+            results[kind] = bench.setup(cl)
+        # Scenario by scenario, alternating which store goes first, so that both see the same
+        # background load; the failover (which kills and restarts a member) comes last.
+        want = [s_ for s_ in ALL_SCENARIOS if s_ in args.scenarios.split(",")]
+        print(flush=True)
+        for i, scen in enumerate(want):
+            for cl in (clusters if i % 2 == 0 else list(reversed(clusters))):
+                bench.scenario(cl, scen, results[cl.kind])
+        if args.keep_logs:
+            for cl in clusters:
+                src = cl.base if cl.kind == "etcd" else cl.cluster.state_dir / "logs"
+                dst = Path(args.keep_logs) / cl.kind
+                dst.mkdir(parents=True, exist_ok=True)
+                for f in Path(src).glob("*.log"):
+                    shutil.copy(f, dst / f.name)
+        for cl in clusters:
+            cl.down()
         report(results, args)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2, default=str))

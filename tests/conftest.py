@@ -116,3 +116,57 @@ def shared_store_cluster(tmp_path_factory):
 
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
+
+
+class KubeCluster(StoreCluster):
+    """Stores + API server (kubelab up's layout) with a kubeconfig for the real kubectl."""
+
+    def __init__(self, state_dir: Path, **kw):
+        kw["apiserver"] = True
+        super().__init__(state_dir, **kw)
+        self.kubeconfig = str(self.cluster.kubeconfig_path)
+        self.cache_dir = str(state_dir.parent / "kubecache")
+        api = self.cluster.apiserver
+        self.server = api.client_url
+        self.grpc_target = api.grpc_url
+        self.token = self.cluster.admin_token()
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60.0,
+                check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        e = dict(os.environ, KUBECONFIG=self.kubeconfig, KUBECACHEDIR=self.cache_dir)
+        if env:
+            e.update(env)
+        p = subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True,
+                           timeout=timeout, env=e)
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {p.returncode}:\n"
+                                 f"{p.stdout}\n{p.stderr}")
+        return p
+
+    def client(self):
+        from kubelab.client import ClusterClient
+        return ClusterClient(self.grpc_target, self.token)
+
+    def python_client(self):
+        """The official kubernetes Python client, configured from the kubeconfig."""
+        import kubernetes
+        return kubernetes.config.new_client_from_config(config_file=self.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory):
+    """One stores + API server cluster for a module of API tests."""
+    c = KubeCluster(tmp_path_factory.mktemp("kube") / "cluster")
+    try:
+        yield c
+    finally:
+        c.down()
+
+
+@pytest.fixture
+def fresh_kube(tmp_path):
+    c = KubeCluster(tmp_path / "cluster")
+    try:
+        yield c
+    finally:
+        c.down()

@@ -8,8 +8,14 @@ import json
 
 import pytest
 
-from apiserver.patch import (PATCH_META, PatchError, apply_patch, json_merge_patch, json_patch,
-                             strategic_merge_patch)
+from apiserver.patch import (
+    PATCH_META,
+    PatchError,
+    apply_patch,
+    json_merge_patch,
+    json_patch,
+    strategic_merge_patch,
+)
 
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"

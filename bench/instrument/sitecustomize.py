@@ -14,6 +14,7 @@ _DIR = os.environ.get("ETCDLITE_BENCH_INSTRUMENT")
 
 
 def _install(outdir):
+    import collections
     import json
     import threading
     import time
@@ -61,6 +62,42 @@ def _install(outdir):
     timed(syncobj.SyncObj, "_SyncObj__sendAppendEntries", "raft_send_append_entries")
     timed(tcp_connection.TcpConnection, "send", "raft_tcp_send")
 
+    # Raft event trace (state, term and vote changes, peer (dis)connections, vote messages)
+    events = collections.deque(maxlen=400)
+    stats["events"] = events
+
+    def trace(meth, fmt):
+        orig = getattr(syncobj.SyncObj, meth)
+
+        def wrapper(self, *a):
+            try:
+                what = fmt(self, *a)
+            except Exception as e:  # pragma: no cover
+                what = f"{meth}: {e!r}"
+            if what:
+                events.append((time.monotonic(), what))
+            return orig(self, *a)
+        setattr(syncobj.SyncObj, meth, wrapper)
+
+    states = {0: "follower", 1: "candidate", 2: "leader"}
+    trace("_SyncObj__setState", lambda s, new: f"state -> {states.get(new, new)}"
+          if s._SyncObj__raftState != new else None)
+    trace("_SyncObj__setCurrentTerm", lambda s, term, voted: f"term {term} voted {voted}")
+    trace("_SyncObj__onNodeDisconnected", lambda s, node: f"disconnected {node.id}")
+    trace("_SyncObj__onNodeConnected", lambda s, node: f"connected {node.id}")
+
+    def msg(s, node, m):
+        t = m.get("type")
+        if t in ("request_vote", "response_vote"):
+            extra = ""
+            if t == "request_vote":
+                extra = (f" last_log {m.get('last_log_index')}/{m.get('last_log_term')} "
+                         f"(mine {s._SyncObj__raftLog[-1][1]}/{s._SyncObj__raftLog[-1][2]}, "
+                         f"voted {s._SyncObj__votedForNodeId}, term {s.raftCurrentTerm})")
+            return f"recv {t} from {node.id} term {m.get('term')}{extra}"
+        return None
+    trace("_SyncObj__onMessageReceived", msg)
+
     from etcdlite import mvcc
     timed(mvcc.MVCCStore, "apply", "mvcc_apply")
 
@@ -70,6 +107,7 @@ def _install(outdir):
             time.sleep(0.5)
             with lock:
                 snap = dict(stats)
+                snap["events"] = list(events)
             snap["t"] = time.monotonic()
             snap["thread_cpu"] = {}
             names = {t.native_id: t.name for t in threading.enumerate()}
