@@ -86,3 +86,21 @@ def root_document(kinds: Registry) -> dict:
             p = _gv_path(group, v)
             paths[p] = {"serverRelativeURL": f"/openapi/v3/{p}?hash={h}"}
     return {"paths": paths}
+
+
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+
+
+def v2_response(accept: str):
+    """/openapi/v2: an empty Swagger 2.0 document (see proto/openapi/openapiv2.proto)."""
+    from aiohttp import web
+    if "protobuf" in accept:
+        from proto.openapi import openapiv2_pb2 as oa
+        doc = oa.Document(swagger="2.0", info=oa.Info(title="Kubernetes", version="v1.32.0"),
+                          paths=oa.Paths(), definitions=oa.Definitions())
+        # the @ form kubectl asks for is not a valid media type to answer with
+        return web.Response(body=doc.SerializeToString(), headers={
+            "Content-Type": "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"})
+    return web.json_response({"swagger": "2.0", "info": {"title": "Kubernetes",
+                                                         "version": "v1.32.0"},
+                              "paths": {}, "definitions": {}})

@@ -157,6 +157,8 @@ class RestAPI:
                 doc = openapi.gv_document(self.kinds, gv[1], gv[2])
             if doc is not None:
                 return _json(doc)
+        if path.rstrip("/") == "/openapi/v2":
+            return openapi.v2_response(request.headers.get("Accept", ""))
         raise StatusError(404, "NotFound", "the server could not find the requested resource")
 
     # ------------------------------------------------------------------ resources

@@ -72,8 +72,11 @@ def test_apply_create_update_remove_field(kube: KubeCluster, tmp_path):
     assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": "25%"}
     assert d["spec"]["revisionHistoryLimit"] == 10 and d["metadata"]["generation"] == 1
     # change one container's image and add an env var: the other container is untouched
-    f.write_text(DEPLOY.replace("nginx:1.25", "nginx:1.26").replace(
-        '- {name: B, value: "2"}', '- {name: B, value: "2"}\n            - {name: C, value: "3"}'))
+    manifest = yaml.safe_load(DEPLOY)
+    c0 = manifest["spec"]["template"]["spec"]["containers"][0]
+    c0["image"] = "nginx:1.26"
+    c0["env"].append({"name": "C", "value": "3"})
+    f.write_text(yaml.safe_dump(manifest))
     assert "deployment.apps/web configured" in kube.kubectl("apply", "-f", str(f)).stdout
     d = json.loads(kube.kubectl("get", "deploy", "web", "-o", "json").stdout)
     cs = d["spec"]["template"]["spec"]["containers"]

@@ -209,12 +209,12 @@ def parse_quantity(v: Any) -> float:
         raise ValueError("quantities must match the regular expression "
                          "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
     m = _QTY.match(v.strip())
-    if not m or m.group(2) not in _SUFFIX and not m.group(2)[:1] in "eE":
+    if not m or (m.group(2) not in _SUFFIX and m.group(2)[:1] not in ("e", "E")):
         raise ValueError("quantities must match the regular expression "
                          "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
     num = float(m.group(1))
     suf = m.group(2)
-    if suf[:1] in "eE":
+    if suf[:1] in ("e", "E"):
         return num * 10 ** int(suf[1:])
     return num * _SUFFIX[suf]
 
