@@ -4,7 +4,7 @@
     .venv/bin/python bench/apiserver_bench.py [--quick] [--json FILE] [--procs 3]
         [--duration S] [--clients 10] [--watchers 100] [--watch-updates N] [--watch-rate R]
         [--list-clients 1] [--ops create,get,update,list,watch] [--fronts rest,grpc]
-        [--profile DIR]
+        [--no-baseline] [--profile DIR] [--keep-logs DIR] [--wait-quiet S]
 
 One run creates its own cluster (kubelab.cluster.Cluster: 3 etcdlite stores + the API server) in
 a temp state dir with a random free port offset (20000-30000, step 10), waits until it is ready,
@@ -29,6 +29,12 @@ measured through BOTH front ends, one after the other (REST, then gRPC, then the
            event (matched by resourceVersion) minus the time the writer received the update's
            response; p50/p99 over all watcher x event pairs. It can be slightly negative: the
            event may reach a watcher before the response reaches the writer.
+
+For create, get and update a third row, "store*", is a baseline and not the API server: the
+store operations the API server performs for that call (create: range of the namespace key +
+txn "absent" put; get: range; update: range + txn "mod revision unchanged" put), sent directly to
+etcdlite from the load generator with kubelab's EtcdClient at the same concurrency. It is the
+floor under the API server's latency on this machine (--no-baseline skips it).
 
 Latencies are wall-clock (CLOCK_MONOTONIC, one clock for every process of the machine) around
 the client library call; a request counts if it completes inside the measurement window (after
@@ -77,7 +83,7 @@ NS_WATCH = "bench-watch"
 NAMESPACES = (NS_LIST, NS_CREATE, NS_UPDATE, NS_WATCH)
 LIST_OBJECTS = 1000
 DATA_SIZE = 200
-FRONTS = {"rest": "REST", "grpc": "gRPC"}
+FRONTS = {"rest": "REST", "grpc": "gRPC", "store": "store*"}
 ALL_OPS = ["create", "get", "update", "list", "watch"]
 SINGLE_P99_TARGET_MS = 25.0
 WATCH_P99_TARGET_MS = 50.0
@@ -126,11 +132,10 @@ def _ssl_ctx() -> ssl.SSLContext:
 class RestClient:
     """One aiohttp session with a single keep-alive HTTPS connection (verification off)."""
 
-    JSON = {"Content-Type": "application/json"}
-
     def __init__(self, server: str, token: str, tag: str):
         import aiohttp
         self.aiohttp = aiohttp
+        self.json_hdr = {"Content-Type": "application/json"}
         self.base = server.rstrip("/")
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=1, ssl=_ssl_ctx(), keepalive_timeout=600),
@@ -146,10 +151,10 @@ class RestClient:
         data = json.dumps(body).encode() if body is not None else None
         try:
             async with self.session.request(method, url, data=data,
-                                            headers=self.JSON if data else None) as r:
+                                            headers=self.json_hdr if data else None) as r:
                 raw = await r.read()
                 status = r.status
-        except (self.aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, self.aiohttp.ClientError, OSError) as e:
             raise BenchError(type(e).__name__, str(e)) from None
         if status not in ok:
             reason = ""
@@ -243,9 +248,74 @@ class GrpcClient:
         await self.c.close()
 
 
-def make_client(task: dict, tag: str):
+class StoreClient:
+    """Baseline: the store operations the API server performs for each call, sent straight to
+    etcdlite with kubelab's EtcdClient (round-robin over the members, as the API server does):
+    create = range of the namespace key + txn "key absent" put; get = range; update = range +
+    txn "mod revision unchanged" put. Keys of created/updated objects live under
+    /bench-baseline/ (outside the API server's watch caches); values are ConfigMap JSON."""
+
+    def __init__(self, etcd, tag: str):
+        from kubelab.etcdclient import EtcdError
+        from proto.etcdserverpb import rpc_pb2 as pb
+        self.etcd = etcd
+        self.pb = pb
+        self.EtcdError = EtcdError
+
+    @staticmethod
+    def _key(ns: str, name: str, base: str = "/registry/configmaps") -> bytes:
+        return f"{base}/{ns}/{name}".encode()
+
+    async def _txn(self, key: bytes, value: bytes, mod_rev: int | None):
+        pb = self.pb
+        cmp = pb.Compare(key=key, target=pb.Compare.CREATE, result=pb.Compare.EQUAL,
+                         create_revision=0) if mod_rev is None else \
+            pb.Compare(key=key, target=pb.Compare.MOD, result=pb.Compare.EQUAL,
+                       mod_revision=mod_rev)
+        resp = await self.etcd.txn([cmp], [pb.RequestOp(request_put=pb.PutRequest(
+            key=key, value=value))])
+        if not resp.succeeded:
+            raise BenchError("txn failed")
+        return resp
+
+    async def create(self, ns: str, obj: dict) -> dict:
+        try:
+            await self.etcd.range(f"/registry/namespaces/{ns}".encode())
+            key = self._key(ns, obj["metadata"]["name"], "/bench-baseline")
+            await self._txn(key, json.dumps(obj, separators=(",", ":")).encode(), None)
+        except self.EtcdError as e:
+            raise BenchError(e.code.name, e.message) from None
+        return obj
+
+    async def get(self, ns: str, name: str) -> dict:
+        try:
+            resp = await self.etcd.range(self._key(ns, name))
+        except self.EtcdError as e:
+            raise BenchError(e.code.name, e.message) from None
+        if not resp.kvs:
+            raise BenchError("not found")
+        return json.loads(resp.kvs[0].value)
+
+    async def update(self, obj: dict) -> dict:
+        md = obj["metadata"]
+        key = self._key(md["namespace"], md["name"], "/bench-baseline")
+        try:
+            resp = await self.etcd.range(key)
+            await self._txn(key, json.dumps(obj, separators=(",", ":")).encode(),
+                            resp.kvs[0].mod_revision if resp.kvs else 0)
+        except self.EtcdError as e:
+            raise BenchError(e.code.name, e.message) from None
+        return obj
+
+    async def close(self) -> None:
+        pass
+
+
+def make_client(task: dict, tag: str, etcd=None):
     if task["fe"] == "rest":
         return RestClient(task["server"], task["token"], tag)
+    if task["fe"] == "store":
+        return StoreClient(etcd, tag)
     return GrpcClient(task["grpc"], task["token"], tag)
 
 
@@ -277,7 +347,7 @@ async def _worker_loop(conn, index: int) -> None:
             return
         try:
             result = await handlers[task["kind"]](task, index, conn)
-        except Exception:
+        except Exception:  # noqa: BLE001 - reported to the coordinator
             result = {"exception": traceback.format_exc()}
         conn.send(result)
 
@@ -337,7 +407,11 @@ async def _w_load(task, wi, conn):
     errors: collections.Counter = collections.Counter()
     bad_lists = 0
     items_seen: set[int] = set()
-    clients = [make_client(task, f"{fe}-{op}-{wi}-{ci}") for ci in range(n_clients)]
+    etcd = None
+    if fe == "store":  # one store client per process, like the API server's single one
+        from kubelab.etcdclient import EtcdClient
+        etcd = EtcdClient(task["store_endpoints"])
+    clients = [make_client(task, f"{fe}-{op}-{wi}-{ci}", etcd) for ci in range(n_clients)]
     state: list[dict] = [{} for _ in range(n_clients)]
 
     async def setup(ci):
@@ -407,6 +481,8 @@ async def _w_load(task, wi, conn):
         await asyncio.gather(*(client(ci) for ci in range(n_clients)))
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        if etcd is not None:
+            await etcd.close()
     return {"lat": lat.tobytes(), "errors": dict(errors), "bad_lists": bad_lists,
             "items_seen": sorted(items_seen)}
 
@@ -444,7 +520,7 @@ async def _w_watch(task, wi, conn):
     try:
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)),
                                task["open_timeout"])
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     nready = sum(1 for r in ready if r.is_set())
     conn.send({"ready": nready, "open_s": mono() - t0, "errors": dict(errors)})
@@ -530,7 +606,7 @@ class Workers:
         for c in self.conns:
             try:
                 c.send(None)
-            except Exception:  # noqa: BLE001
+            except (OSError, ValueError):
                 pass
         for p in self.procs:
             p.join(3)
@@ -674,7 +750,8 @@ class Bench:
         self.warm = 0.5 if args.quick else 1.0
         api = cluster.apiserver
         self.base_task = {"server": api.client_url, "grpc": api.grpc_url,
-                          "token": cluster.admin_token()}
+                          "token": cluster.admin_token(),
+                          "store_endpoints": cluster.store_endpoints()}
         self.api_pid = cluster.pid("apiserver")
         self.sampler = Sampler(self.api_pid, [cluster.pid(c.name) for c in cluster.stores],
                                workers.pids)
@@ -841,6 +918,8 @@ OP_LABEL = {"create": "create", "get": "get", "update": "update (with RV)",
 
 
 def target_of(r: dict):
+    if r["fe"] == "store":
+        return "(baseline)", None
     if r["op"] in ("create", "get", "update"):
         return f"p99<={SINGLE_P99_TARGET_MS:g}ms", r["p99_ms"] <= SINGLE_P99_TARGET_MS
     if r["op"] == "watch":
@@ -901,6 +980,12 @@ def report(results: dict, args) -> None:
           f"watchers). Single-object calls at {args.clients} concurrent clients, list at "
           f"{args.list_clients}; watch: {args.watchers} watchers, {args.watch_updates} updates at "
           f"{args.watch_rate:g}/s.")
+    if any(r["fe"] == "store" for r in rows):
+        print("store* = baseline, not the API server: the store operations the API server "
+              "performs for that call (create: namespace range + txn; get: range; update: range "
+              "+ CAS txn), sent directly to etcdlite by the load generator (kubelab EtcdClient, "
+              "round-robin over the 3 members, as the API server does) at the same "
+              "concurrency: the floor under the API server's latency.")
     busiest = max((r["cpu"]["loadgen_busiest"] for r in rows), default=0.0)
     other = max((r["cpu"]["other_cores"] for r in rows), default=0.0)
     api_max = max((r["cpu"]["apiserver_cores"] for r in rows), default=0.0)
@@ -948,10 +1033,17 @@ def main(argv=None) -> int:
     p.add_argument("--watch-rate", type=float, default=20.0, help="updates per second")
     p.add_argument("--ops", default=",".join(ALL_OPS), help="subset of %(default)s")
     p.add_argument("--fronts", default="rest,grpc", help="subset of %(default)s")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the store* rows (the API server's store operations for create/"
+                        "get/update sent directly to etcdlite, same concurrency)")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
     p.add_argument("--profile", metavar="DIR",
                    help="py-spy record (raw) the API server during each window, into DIR")
     p.add_argument("--keep-logs", metavar="DIR", help="copy the cluster's logs to DIR")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds for the machine to be quiet before starting")
+    p.add_argument("--quiet-cores", type=float, default=0.3,
+                   help="'quiet': other processes use at most this many cores (default 0.3)")
     args = p.parse_args(argv)
     if args.watch_updates is None:
         args.watch_updates = 40 if args.quick else 100
@@ -961,7 +1053,7 @@ def main(argv=None) -> int:
         if o not in ALL_OPS:
             p.error(f"unknown op {o}")
     for f in fronts:
-        if f not in FRONTS:
+        if f not in ("rest", "grpc"):
             p.error(f"unknown front end {f}")
     if args.procs < 2:
         p.error("--procs must be at least 2")
@@ -990,9 +1082,16 @@ def main(argv=None) -> int:
                      "rows": []}
     rc = 0
     try:
-        b0, t0 = machine_busy_seconds(), mono()
-        time.sleep(2.0)
-        bg = (machine_busy_seconds() - b0) / (mono() - t0)
+        give_up = mono() + args.wait_quiet
+        while True:
+            b0, t0 = machine_busy_seconds(), mono()
+            time.sleep(2.0)
+            bg = (machine_busy_seconds() - b0) / (mono() - t0)
+            if bg <= args.quiet_cores or mono() >= give_up:
+                break
+            print(f"apiserver_bench: other processes keep {bg:.2f} cores busy; waiting for "
+                  f"<= {args.quiet_cores:g} (--wait-quiet, {give_up - mono():.0f}s left)",
+                  flush=True)
         results["background_busy_cores"] = round(bg, 2)
         print(f"apiserver_bench: before starting, other processes kept {bg:.2f} of "
               f"{os.cpu_count()} cores busy", flush=True)
@@ -1020,7 +1119,10 @@ def main(argv=None) -> int:
         print(f"window {bench.duration:g}s after {bench.warm:g}s warm-up per scenario\n",
               flush=True)
         for op in ops:
-            for fe in fronts:
+            runs = list(fronts)
+            if args.baseline and op in ("create", "get", "update"):
+                runs.append("store")
+            for fe in runs:
                 if op == "watch":
                     r = bench.watch(fe)
                 else:

@@ -2,7 +2,8 @@
 """Side-by-side benchmark: real etcd 3.4 vs etcdlite, 3 members each, same etcd v3 load generator.
 
     .venv/bin/python bench/store_bench.py [--quick] [--json FILE] [--only etcd|etcdlite]
-                                          [--procs 4] [--duration S] [--profile DIR]
+        [--scenarios put1,...] [--procs 4] [--channels 1] [--duration S] [--attempt-timeout S]
+        [--instrument] [--profile DIR] [--keep-logs DIR]      (--help for all)
 
 One run starts a 3-member real etcd cluster (127.0.0.1, free ports, temp data dirs, stopped by
 PID at the end, also on Ctrl-C/SIGTERM/exception) and a 3-member etcdlite cluster
@@ -111,7 +112,7 @@ def target(url: str) -> str:
 # Load-generator worker processes
 # =====================================================================================
 
-def worker_main(conn, index: int, channels_per_endpoint: int = 2) -> None:
+def worker_main(conn, index: int, channels_per_endpoint: int = CHANNELS_PER_ENDPOINT) -> None:
     global CHANNELS_PER_ENDPOINT
     CHANNELS_PER_ENDPOINT = channels_per_endpoint
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator handles Ctrl-C
@@ -839,8 +840,13 @@ class Bench:
             "attempt_timeout": self.args.attempt_timeout} for i, s in enumerate(shares)]
         used = self.w.send(tasks)
         time.sleep(max(0, kill_at - 0.4 - mono()))
-        leader, _ = find_leader(cl)
-        old_id = status(cl.member_endpoint(leader)).header.member_id
+        for _ in range(20):
+            leader, _ = find_leader(cl)
+            st = status(cl.member_endpoint(leader))
+            if st is not None:
+                break
+            time.sleep(0.05)
+        old_id = st.header.member_id
         survivors = [cl.member_endpoint(n) for n in cl.names if n != leader]
         time.sleep(max(0, kill_at - mono()))
         t_kill = mono()
@@ -1163,6 +1169,9 @@ def main(argv=None):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C must stop the clusters even when started from a shell that ignores SIGINT for
+    # background jobs
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     tmp = Path(tempfile.mkdtemp(prefix="store-bench-"))
     args.instrument_dir = None
     if args.instrument:
