@@ -165,7 +165,10 @@ class RestAPI:
     async def _resource(self, request: web.Request, group: str, version: str,
                         rest: list[str]) -> web.StreamResponse:
         namespace = None
-        if rest[0] == "namespaces" and len(rest) >= 3:
+        # /namespaces/<name>/{status,finalize} are subresources of the Namespace itself
+        is_ns_sub = group == "" and len(rest) == 3 and rest[0] == "namespaces" and \
+            rest[2] in ("status", "finalize")
+        if rest[0] == "namespaces" and len(rest) >= 3 and not is_ns_sub:
             namespace, rest = rest[1], rest[2:]
         plural = rest[0]
         name = rest[1] if len(rest) > 1 else None

@@ -213,7 +213,7 @@ class Storage:
                 obj.get("metadata", {}).get("generateName", "")
             raise errors.invalid(kind.kind, name, causes, kind.group)
 
-    async def _namespace_ok(self, kind: Kind, namespace: str) -> None:
+    async def _namespace_ok(self, kind: Kind, namespace: str, name: str = "") -> None:
         if not kind.namespaced:
             return
         ns = await self.get_or_none(self.kinds.by_kind("", "v1", "Namespace"), None, namespace)
@@ -222,9 +222,9 @@ class Storage:
         if ns.get("metadata", {}).get("deletionTimestamp") or \
                 ns.get("status", {}).get("phase") == "Terminating":
             raise StatusError(403, "Forbidden",
-                              f'{kind.qualified} "{"" }" is forbidden: unable to create new '
+                              f'{kind.qualified} "{name}" is forbidden: unable to create new '
                               f'content in namespace {namespace} because it is being terminated',
-                              {"name": "", "kind": kind.plural, "causes": [
+                              {"name": name, "kind": kind.plural, "causes": [
                                   {"reason": "NamespaceTerminating",
                                    "message": f"namespace {namespace} is being terminated",
                                    "field": "metadata.namespace"}]})
@@ -259,7 +259,7 @@ class Storage:
             kind.default(obj)
         self._check(kind, obj, None)
         if ns is not None:
-            await self._namespace_ok(kind, ns)
+            await self._namespace_ok(kind, ns, md["name"])
         for adm in self.admission:
             await adm("create", kind, obj, None)
         if kind.before_create:
@@ -389,7 +389,8 @@ class Storage:
         if kind.before_update and subresource is None:
             await kind.before_update(self, new, old)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") \
-                and old["metadata"].get("finalizers"):
+                and (old["metadata"].get("finalizers") or kind.hold_on_delete) and \
+                not (kind.hold_on_delete and kind.hold_on_delete(new)):
             # the last finalizer was removed from an object being deleted: delete it now
             if not dry_run:
                 rev = await self._cas_delete(kind, key, new["metadata"]["name"], mod_rev)
@@ -480,7 +481,8 @@ class Storage:
                 if md.get("deletionTimestamp") and md.get("deletionGracePeriodSeconds") is not \
                         None and graceful >= md["deletionGracePeriodSeconds"] and graceful:
                     return obj, False  # already terminating with a shorter grace
-            if finalizers or graceful > 0:
+            held = bool(kind.hold_on_delete and kind.hold_on_delete(new))
+            if finalizers or graceful > 0 or held:
                 nmd["finalizers"] = finalizers or nmd.get("finalizers")
                 if not finalizers:
                     nmd.pop("finalizers", None)
@@ -490,21 +492,18 @@ class Storage:
                     nmd["deletionGracePeriodSeconds"] = graceful
                 elif "deletionGracePeriodSeconds" not in nmd:
                     nmd["deletionGracePeriodSeconds"] = 0
-                if not finalizers and graceful == 0:
-                    pass
-                elif _same(new, obj):
+                if _same(new, obj):
                     return obj, False
-                else:
-                    if dry_run:
-                        return new, False
-                    try:
-                        rev = await self._cas(kind, key, new, kv.mod_revision)
-                    except StatusError as e:
-                        if e.code == 409:
-                            continue
-                        raise
-                    nmd["resourceVersion"] = str(rev)
+                if dry_run:
                     return new, False
+                try:
+                    rev = await self._cas(kind, key, new, kv.mod_revision)
+                except StatusError as e:
+                    if e.code == 409:
+                        continue
+                    raise
+                nmd["resourceVersion"] = str(rev)
+                return new, False
             if dry_run:
                 return obj, True
             try:

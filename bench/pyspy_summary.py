@@ -30,8 +30,9 @@ def short(frame: str) -> str:
 
 def load(path):
     stacks = []
-    for line in open(path):
-        line = line.rstrip("\n")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for line in lines:
         if not line:
             continue
         stack, _, n = line.rpartition(" ")
@@ -63,7 +64,7 @@ def main(argv=None):
             if not body:
                 continue
             selfc[short(body[-1])] += n
-            for f in set(short(x) for x in body):
+            for f in {short(x) for x in body}:
                 incl[f] += n
         print(f"== {path}: {total} samples")
         for t, n in threads.most_common():

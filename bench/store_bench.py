@@ -63,10 +63,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
+import grpc
 
-from proto.etcdserverpb import rpc_pb2 as pb  # noqa: E402
-from proto.etcdserverpb import rpc_pb2_grpc as rpc  # noqa: E402
+from proto.etcdserverpb import rpc_pb2 as pb
+from proto.etcdserverpb import rpc_pb2_grpc as rpc
 
 VALUE_SIZE = 256
 RANGE_KEYS = 1000
@@ -103,8 +103,7 @@ def value_for(key: bytes) -> bytes:
 
 def target(url: str) -> str:
     for scheme in ("http://", "https://"):
-        if url.startswith(scheme):
-            url = url[len(scheme):]
+        url = url.removeprefix(scheme)
     return url.rstrip("/")
 
 
@@ -133,7 +132,7 @@ async def _worker_loop(conn, index: int) -> None:
             return
         try:
             result = await handlers[task["kind"]](task, index)
-        except Exception:
+        except Exception:  # noqa: BLE001 - reported to the coordinator, which raises it
             result = {"exception": traceback.format_exc()}
         conn.send(result)
 
@@ -285,7 +284,7 @@ async def _w_watch(task, wi):
             waiters[rev] = f
             try:
                 await asyncio.wait_for(f, 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 missed += 1
                 waiters.pop(rev, None)
                 continue
@@ -439,7 +438,7 @@ class Workers:
         for c in self.conns:
             try:
                 c.send(None)
-            except Exception:
+            except (OSError, ValueError):
                 pass
         for p in self.procs:
             p.join(2)
@@ -552,11 +551,10 @@ class EtcdCluster:
     def start(self, name):
         if self.pid(name) is not None:
             return
-        log = open(self.base / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(self.argv[name], stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        log.close()
+        with open(self.base / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(self.argv[name], stdin=subprocess.DEVNULL,
+                                                stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
 
     def start_all(self):
         for n in self.names:
@@ -684,9 +682,9 @@ def wait_caught_up(cl, timeout=30):
     deadline = mono() + timeout
     while mono() < deadline:
         sts = [status(cl.member_endpoint(n)) for n in cl.names]
-        if all(s is not None and s.leader for s in sts):
-            if len({s.header.revision for s in sts}) == 1:
-                return True
+        if all(s is not None and s.leader for s in sts) and \
+                len({s.header.revision for s in sts}) == 1:
+            return True
         time.sleep(0.1)
     return False
 
@@ -698,7 +696,7 @@ def wait_caught_up(cl, timeout=30):
 def pct(sorted_vals, q):
     if not sorted_vals:
         return float("nan")
-    i = min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))
+    i = min(len(sorted_vals) - 1, max(0, round(q * (len(sorted_vals) - 1))))
     return sorted_vals[i]
 
 
@@ -773,7 +771,8 @@ class Bench:
         sv = sum(sv1.get(p, 0) - sv0[p] for p in sv0)
         ops = len(lat) / self.duration
         instr = instrument_delta(in0, in1, cl) if in0 and in1 else None
-        return {"instrument": instr,"ops_s": ops, "p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
+        return {"instrument": instr, "ops_s": ops, "p50_ms": pct(lat, .5) * 1e3,
+                "p99_ms": pct(lat, .99) * 1e3,
                 "n": len(lat), "errors": dict(errors), "clients": clients,
                 "loadgen_cores": lg / self.duration, "server_cores": sv / self.duration,
                 "loadgen_busiest_worker_cores": max(lg1[p] - lg0[p] for p in lg0) / self.duration,
@@ -920,16 +919,12 @@ class Bench:
         out["idle_server_cores"] = sum(cpu_seconds(p) - idle0[p] for p in idle0) / 2.0
         return out
 
-    LOADS = {"put1": ("put", 1, False), "put16": ("put", 16, False),
-             "put64": ("put", 64, False), "range_lin64": ("range", 64, False),
-             "range_ser64": ("range", 64, True)}
-
     def scenario(self, cl, name, out):
         a = self.args
         prof = a.profile if cl.kind == "etcdlite" else None
         pscen = set(a.profile_scenarios.split(","))
-        if name in self.LOADS:
-            op, n, ser = self.LOADS[name]
+        if name in LOADS:
+            op, n, ser = LOADS[name]
             if op == "range" and "preloaded" not in out:
                 self.preload(cl)
                 out["preloaded"] = RANGE_KEYS
@@ -990,7 +985,7 @@ def instrument_delta(a, b, cl):
         if dt <= 0:
             continue
 
-        def d(k):
+        def d(k, x=x, y=y):
             return y.get(k, 0) - x.get(k, 0)
         entries = d("raft_apply_entry_calls")
         r = {"role": "leader" if n == leader else "follower", "window_s": round(dt, 2),
@@ -1026,7 +1021,8 @@ def print_instrument(instr):
               f"journal adds per applied entry {r['journal_adds_per_applied_entry'] or 0:.2f}, "
               f"truncations {r['journal_truncations_per_s']:.0f}/s removing "
               f"{r['journal_entries_deleted_per_s']:.0f} entries/s; msync "
-              f"{r['flushes_per_s']:.0f}/s x {f or 0:.2f} ms = {100 * r['raft_thread_busy_in_flush']:.0f}% "
+              f"{r['flushes_per_s']:.0f}/s x {f or 0:.2f} ms = "
+              f"{100 * r['raft_thread_busy_in_flush']:.0f}% "
               f"of the Raft thread, poll wait {100 * r['raft_thread_in_poll_wait']:.0f}%; "
               f"threads (cores) {r['thread_cores']}", flush=True)
 
@@ -1035,6 +1031,9 @@ def print_instrument(instr):
 # Report
 # =====================================================================================
 
+# scenario -> (operation, concurrent clients, serializable)
+LOADS = {"put1": ("put", 1, False), "put16": ("put", 16, False), "put64": ("put", 64, False),
+         "range_lin64": ("range", 64, False), "range_ser64": ("range", 64, True)}
 ALL_SCENARIOS = ["put1", "put16", "put64", "range_lin64", "range_ser64", "watch", "failover"]
 LABELS = {"put1": "put, 1 client", "put16": "put, 16 clients", "put64": "put, 64 clients",
           "range_lin64": "get linearizable, 64 cl", "range_ser64": "get serializable, 64 cl",
@@ -1119,9 +1118,9 @@ def report(results, args):
                         ratio >= 0.5))
     if e.get("put16") and l_.get("put16"):
         ratio = l_["put16"]["p99_ms"] / e["put16"]["p99_ms"]
-        targets.append(("put p99 at 16 clients <= 3x etcd", f"{ratio:.2f}x "
-                        f"({l_['put16']['p99_ms']:.1f} vs {e['put16']['p99_ms']:.1f} ms)",
-                        ratio <= 3.0))
+        val = (f"{ratio:.2f}x ({l_['put16']['p99_ms']:.1f} vs "
+               f"{e['put16']['p99_ms']:.1f} ms)")
+        targets.append(("put p99 at 16 clients <= 3x etcd", val, ratio <= 3.0))
     if fb:
         g = fb["gap_s"]
         targets.append(("failover gap <= 2 s", f"{g:.2f} s" if g is not None else "none",
@@ -1224,7 +1223,7 @@ def main(argv=None):
         for cl in clusters:
             try:
                 cl.down()
-            except Exception:
+            except Exception:  # noqa: BLE001 - keep stopping the other cluster
                 traceback.print_exc()
         if workers is not None:
             workers.close()

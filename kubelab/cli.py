@@ -134,14 +134,21 @@ def cmd_up(args) -> int:
     t0 = time.monotonic()
     if not cluster.components:
         cluster = Cluster.create(sd, stores=args.stores, port_offset=args.port_offset,
-                                 network=args.network, time_scale=args.time_scale)
+                                 network=args.network, time_scale=args.time_scale,
+                                 hollow_workers=args.hollow_workers)
         print(f"creating cluster in {cluster.state_dir}")
     else:
         print(f"starting existing cluster in {cluster.state_dir}")
-    for comp in cluster.components.values():
+    # the store and the API server first; every other component talks to the API server
+    core = [c for c in cluster.components.values() if c.kind in ("store", "apiserver")]
+    rest = [c for c in cluster.components.values() if c not in core]
+    for comp in core:
         pid = cluster.start(comp.name)
         print(f"  started {comp.name} (pid {pid}) on {comp.client_url}")
     rows = asyncio.run(wait_ready(cluster, args.timeout, progress=lambda m: print("  " + m)))
+    for comp in rest:
+        pid = cluster.start(comp.name)
+        print(f"  started {comp.name} (pid {pid}) on {comp.client_url}")
     leader = next((r["name"] for r in rows if r.get("role") == "leader"), "?")
     print(f"cluster ready in {time.monotonic() - t0:.1f}s; store leader: {leader}")
     eps = ",".join(cluster.store_endpoints())
@@ -240,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port-offset", type=int, default=0,
                     help="shift every port (run several clusters side by side)")
     up.add_argument("--network", default="auto", choices=["auto", "loopback", "netns"])
-    up.add_argument("--time-scale", type=float, default=1.0)
+    up.add_argument("--time-scale", type=float, default=1.0,
+                    help="multiply Kubernetes' timers (0.1 = ten times faster)")
+    up.add_argument("--hollow-workers", type=int, default=0,
+                    help="simulated nodes that run pods without processes (like kubemark)")
     up.add_argument("--timeout", type=float, default=30.0)
     up.set_defaults(fn=cmd_up)
     st = sub.add_parser("status", parents=[common], help="components, store roles, quorum")

@@ -150,7 +150,10 @@ class ClusterClient:
             try:
                 return await getattr(self._stub, method)(req, metadata=self._md, timeout=timeout)
             except grpc.aio.AioRpcError as e:
-                if retry and e.code() in (grpc.StatusCode.UNAVAILABLE,) and \
+                # a request that never reached the server is safe to retry even when it is
+                # not idempotent
+                unsent = "failed to connect" in (e.details() or "").lower()
+                if (retry or unsent) and e.code() == grpc.StatusCode.UNAVAILABLE and \
                         time.monotonic() < deadline:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
@@ -464,3 +467,50 @@ def load_kubeconfig_token(path: str) -> tuple[str, str]:
 
 
 
+
+
+class InformerFactory:
+    """Shared informers: every controller in a process that watches the same resource shares
+    one informer (one list + watch, one cache)."""
+
+    def __init__(self, client: ClusterClient, resync: float = 0.0):
+        self.client = client
+        self.resync = resync
+        self._informers: dict[tuple, Informer] = {}
+
+    def informer(self, r: Resource | str, namespace: str | None = None, *,
+                 label_selector: str = "", field_selector: str = "") -> Informer:
+        res = _res(r)
+        key = (res, namespace, label_selector, field_selector)
+        inf = self._informers.get(key)
+        if inf is None:
+            inf = Informer(self.client, res, namespace, label_selector=label_selector,
+                           field_selector=field_selector, resync=self.resync)
+            self._informers[key] = inf
+        return inf
+
+    def start(self) -> None:
+        for inf in self._informers.values():
+            if inf._task is None:
+                inf.start()
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(asyncio.gather(*(i.synced.wait()
+                                                for i in self._informers.values())), timeout)
+
+    async def stop(self) -> None:
+        for inf in self._informers.values():
+            await inf.stop()
+
+
+def add_client_flags(parser) -> None:
+    """The flags every cluster component uses to reach the API server's gRPC cluster API."""
+    parser.add_argument("--server", required=True, help="gRPC cluster API address host:port")
+    parser.add_argument("--token-file", required=True,
+                        help="file holding this component's bearer token")
+
+
+def client_from_args(args, user_agent: str = "kubelab") -> ClusterClient:
+    with open(args.token_file) as f:
+        token = f.read().strip()
+    return ClusterClient(args.server, token, user_agent=user_agent)

@@ -33,6 +33,12 @@ APISERVER_PORT = 6443
 APISERVER_GRPC_PORT = 6444
 APISERVER_ADDR = "127.30.0.20"
 SERVICE_CIDR = "127.96.0.0/16"  # the loopback form of 10.96.0.0/16
+CONTROLLER_MANAGER_ADDR = "127.30.0.21"
+CONTROLLER_MANAGER_PORT = 10257
+SCHEDULER_ADDR = "127.30.0.22"
+SCHEDULER_PORT = 10259
+HOLLOW_ADDR = "127.30.0.99"
+HOLLOW_PORT = 10250
 
 
 def default_state_dir(name: str = "default") -> Path:
@@ -70,7 +76,8 @@ class Cluster:
     def create(cls, state_dir: str | os.PathLike, *, stores: int = 3, port_offset: int = 0,
                network: str = "loopback", heartbeat_ms: int = 100,
                election_ms: int = 1000, time_scale: float = 1.0,
-               store_args: list[str] | None = None, apiserver: bool = True) -> "Cluster":
+               store_args: list[str] | None = None, apiserver: bool = True,
+               control_plane: bool = True, hollow_workers: int = 0) -> "Cluster":
         if stores < 1:
             raise ClusterError("--stores must be at least 1")
         if network not in ("auto", "loopback"):
@@ -111,13 +118,66 @@ class Cluster:
                 "--grpc-port", str(APISERVER_GRPC_PORT + port_offset),
                 "--cert-dir", str(c.state_dir / "apiserver"),
                 "--service-cluster-ip-range", SERVICE_CIDR]
+        grpc = f"{APISERVER_ADDR}:{APISERVER_GRPC_PORT + port_offset}"
         c.components["apiserver"] = Component(
-            "apiserver", "apiserver", argv, APISERVER_ADDR, client_url=api_url,
-            grpc_url=f"{APISERVER_ADDR}:{APISERVER_GRPC_PORT + port_offset}")
+            "apiserver", "apiserver", argv, APISERVER_ADDR, client_url=api_url, grpc_url=grpc)
+        identities = {"admin": ("admin", "system:masters")}
+        if control_plane:
+            identities["controller-manager"] = ("system:kube-controller-manager",
+                                                "system:masters")
+            identities["scheduler"] = ("system:kube-scheduler", "system:masters")
+            ts = ["--time-scale", str(time_scale)]
+            c.components["controller-manager"] = Component(
+                "controller-manager", "controller-manager",
+                [sys.executable, "-m", "controllers", "--server", grpc,
+                 "--token-file", str(c.state_dir / "controller-manager" / "token"),
+                 "--bind-address", CONTROLLER_MANAGER_ADDR,
+                 "--secure-port", str(CONTROLLER_MANAGER_PORT + port_offset), *ts],
+                CONTROLLER_MANAGER_ADDR,
+                client_url=f"http://{CONTROLLER_MANAGER_ADDR}:"
+                           f"{CONTROLLER_MANAGER_PORT + port_offset}")
+            c.components["scheduler"] = Component(
+                "scheduler", "scheduler",
+                [sys.executable, "-m", "scheduler", "--server", grpc,
+                 "--token-file", str(c.state_dir / "scheduler" / "token"),
+                 "--bind-address", SCHEDULER_ADDR,
+                 "--secure-port", str(SCHEDULER_PORT + port_offset), *ts],
+                SCHEDULER_ADDR,
+                client_url=f"http://{SCHEDULER_ADDR}:{SCHEDULER_PORT + port_offset}")
+        if hollow_workers:
+            identities["hollow-nodes"] = ("system:node:hollow", "system:masters")
+            c.components["hollow-nodes"] = Component(
+                "hollow-nodes", "hollow-nodes",
+                [sys.executable, "-m", "nodeagent", "--hollow", str(hollow_workers),
+                 "--server", grpc, "--token-file", str(c.state_dir / "hollow-nodes" / "token"),
+                 "--bind-address", HOLLOW_ADDR, "--port", str(HOLLOW_PORT + port_offset),
+                 "--time-scale", str(time_scale)],
+                HOLLOW_ADDR, client_url=f"http://{HOLLOW_ADDR}:{HOLLOW_PORT + port_offset}")
+        c._write_tokens(identities)
         for sub in ("logs", "pids"):
             (c.state_dir / sub).mkdir(parents=True, exist_ok=True)
         c._save()
         return c
+
+    def _write_tokens(self, identities: dict[str, tuple[str, str]]) -> None:
+        """One bearer token per component identity (kube-apiserver's token file format), and
+        each component's own token file."""
+        import secrets
+        rows = []
+        for comp, (user, groups) in identities.items():
+            token = secrets.token_hex(24)
+            rows.append(f'{token},{user},{user},"{groups}"')
+            if comp != "admin":
+                d = self.state_dir / comp
+                d.mkdir(parents=True, exist_ok=True)
+                fd = os.open(d / "token", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(token)
+        d = self.state_dir / "apiserver"
+        d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(d / "tokens.csv", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(rows) + "\n")
 
     @property
     def apiserver(self) -> Component | None:

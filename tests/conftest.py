@@ -123,6 +123,7 @@ class KubeCluster(StoreCluster):
 
     def __init__(self, state_dir: Path, **kw):
         kw["apiserver"] = True
+        kw.setdefault("control_plane", False)
         super().__init__(state_dir, **kw)
         self.kubeconfig = str(self.cluster.kubeconfig_path)
         self.cache_dir = str(state_dir.parent / "kubecache")
@@ -166,6 +167,43 @@ def kube(tmp_path_factory):
 @pytest.fixture
 def fresh_kube(tmp_path):
     c = KubeCluster(tmp_path / "cluster")
+    try:
+        yield c
+    finally:
+        c.down()
+
+
+class ControlPlaneCluster(KubeCluster):
+    """Stores, API server, controller manager, scheduler and hollow nodes, with Kubernetes'
+    timers shortened by time_scale."""
+
+    def __init__(self, state_dir: Path, hollow_workers: int = 3, time_scale: float = 0.1, **kw):
+        kw.setdefault("control_plane", True)
+        super().__init__(state_dir, hollow_workers=hollow_workers, time_scale=time_scale, **kw)
+        self.time_scale = time_scale
+        if hollow_workers:
+            wait_for(lambda: len(self.ready_nodes()) >= hollow_workers, 30, 0.2,
+                     f"{hollow_workers} Ready nodes")
+
+    def ready_nodes(self) -> list[str]:
+        import json as _json
+        out = self.kubectl("get", "nodes", "-o", "json", check=False)
+        if out.returncode != 0:
+            return []
+        items = _json.loads(out.stdout).get("items", [])
+        return [n["metadata"]["name"] for n in items
+                if any(c.get("type") == "Ready" and c.get("status") == "True"
+                       for c in n.get("status", {}).get("conditions", []))]
+
+    def get_json(self, *args: str) -> dict:
+        import json as _json
+        return _json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory):
+    """A whole control plane on 3 hollow nodes, timers x0.1, shared by a test module."""
+    c = ControlPlaneCluster(tmp_path_factory.mktemp("cp") / "cluster")
     try:
         yield c
     finally:

@@ -134,6 +134,9 @@ class Kind:
     proto: str = ""
     # the object keeps data outside spec (ConfigMap data etc.): fields compared for generation
     graceful_delete: bool = False
+    # deletion held by something other than metadata.finalizers (Namespace: spec.finalizers);
+    # marks obj as terminating in place and returns True while it must be kept
+    hold_on_delete: Callable[[dict], bool] | None = None
     description: str = ""
 
     def __post_init__(self):

@@ -41,6 +41,15 @@ def _namespace_default(obj: dict) -> None:
         obj["metadata"].get("name", "")
 
 
+def _namespace_hold(obj: dict) -> bool:
+    """A namespace is deleted only after the namespace controller emptied it and removed
+    the "kubernetes" finalizer (namespaces/finalize); until then it is Terminating."""
+    if (obj.get("spec") or {}).get("finalizers"):
+        obj.setdefault("status", {})["phase"] = "Terminating"
+        return True
+    return False
+
+
 def _namespace_validate(obj: dict, old: dict | None) -> list[Cause]:
     return object_meta(obj, namespaced=False, name_fn=dns1123_label)
 
@@ -48,6 +57,7 @@ def _namespace_validate(obj: dict, old: dict | None) -> list[Cause]:
 KINDS.add(Kind(
     "Namespace", "namespaces", namespaced=False, short_names=("ns",),
     subresources=("status", "finalize"), default=_namespace_default,
+    hold_on_delete=_namespace_hold,
     validate=_namespace_validate, proto="k8s.io.api.core.v1.Namespace",
     columns=[NAME_COLUMN, Column("Status", lambda o: o.get("status", {}).get("phase", ""),
                                  description="The status of the namespace"), AGE_COLUMN],

@@ -50,7 +50,7 @@ def _install(outdir):
         wrapper.__wrapped__ = orig
         setattr(cls, meth, wrapper)
 
-    from pysyncobj import journal, syncobj, poller, tcp_connection
+    from pysyncobj import journal, poller, syncobj, tcp_connection
     timed(journal.ResizableFile, "flush", "journal_flush")
     timed(journal.FileJournal, "add", "journal_add",
           size_of=lambda a, kw: len(a[1]) if len(a) > 1 else 0)
@@ -72,7 +72,7 @@ def _install(outdir):
         def wrapper(self, *a):
             try:
                 what = fmt(self, *a)
-            except Exception as e:  # pragma: no cover
+            except Exception as e:  # noqa: BLE001 - tracing must never break the member
                 what = f"{meth}: {e!r}"
             if what:
                 events.append((time.monotonic(), what))
@@ -133,5 +133,5 @@ def _install(outdir):
 if _DIR:
     try:
         _install(_DIR)
-    except Exception as e:  # never break the member
+    except Exception as e:  # noqa: BLE001 - never break the member
         sys.stderr.write(f"bench instrument failed: {e!r}\n")
