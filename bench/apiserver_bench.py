@@ -809,7 +809,7 @@ class Bench:
         for c in used:
             c.send({"start_at": start_at, "warm": self.warm, "duration": self.duration})
         time.sleep(max(0.0, ws - mono()))
-        prof = self._profile_start(f"{op}-{fe}")
+        prof = self._profile_start(f"{op}-{fe}") if fe != "store" else None
         a = self.sampler.snap()
         time.sleep(max(0.0, we - mono()))
         b = self.sampler.snap()

@@ -66,7 +66,12 @@ class ControllerManager:
         await self.informers.wait_synced()
         self.active = True
         log.info("controllers running: %s", ", ".join(c.name for c in self.controllers))
-        await asyncio.gather(*(c.run() for c in self.controllers))
+        tasks = [asyncio.create_task(c.run(), name=c.name) for c in self.controllers]
+        try:
+            await asyncio.Event().wait()  # lead until cancelled (lease lost or shutdown)
+        finally:
+            for t in tasks:
+                t.cancel()
 
     async def run(self) -> None:
         """Lead while holding the Lease. After losing it (e.g. the API server was away longer

@@ -47,15 +47,24 @@ _PB_TYPES = {"put": pb.PutRequest, "delete_range": pb.DeleteRangeRequest, "txn":
 
 
 class DurableJournal(FileJournal):
-    """pysyncobj's file journal writes through an mmap and never flushes it; flush each append."""
+    """pysyncobj's file journal writes through an mmap and never flushes it. Appends only mark
+    it dirty; `sync()` flushes (msync) once for everything appended since, and is called before
+    a follower acknowledges entries and before the leader counts its own copy (see below)."""
+
+    dirty = False
 
     def add(self, command, idx, term):
         super().add(command, idx, term)
-        self.flush()
+        self.dirty = True
 
     def deleteEntriesFrom(self, entryFrom):
         super().deleteEntriesFrom(entryFrom)
-        self.flush()
+        self.dirty = True
+
+    def sync(self):
+        if self.dirty:
+            self.dirty = False
+            self.flush()
 
 
 def _create_journal(journal_file=None):
@@ -63,6 +72,39 @@ def _create_journal(journal_file=None):
 
 
 _syncobj_mod.createJournal = _create_journal
+
+
+# --- pysyncobj 0.3.17 corrections (private methods, patched before any SyncObj is built) ---
+_orig_send_next_idx = SyncObj._SyncObj__sendNextNodeIdx
+_orig_on_message = SyncObj._SyncObj__onMessageReceived
+
+
+def _sync_then_ack(self, node, reset=False, nextNodeIdx=None, success=False):
+    # A follower acknowledges appended entries only once they are on disk.
+    journal = self._SyncObj__raftLog
+    if isinstance(journal, DurableJournal):
+        journal.sync()
+    _orig_send_next_idx(self, node, reset=reset, nextNodeIdx=nextNodeIdx, success=success)
+
+
+def _monotonic_next_index(self, node, message):
+    # The leader pipelines entries (nextIndex advances when it sends), but on each success
+    # ack pysyncobj moved nextIndex back to just after the acknowledged entry, so entries in
+    # flight were sent again and followers truncated and re-appended them (even committed
+    # ones). A success ack may only move nextIndex forward.
+    if message.get("type") == "next_node_idx" and message.get("success") and \
+            not message.get("reset"):
+        before = self._SyncObj__raftNextIndex.get(node)
+        _orig_on_message(self, node, message)
+        after = self._SyncObj__raftNextIndex.get(node)
+        if before is not None and after is not None and after < before:
+            self._SyncObj__raftNextIndex[node] = before
+        return
+    _orig_on_message(self, node, message)
+
+
+SyncObj._SyncObj__sendNextNodeIdx = _sync_then_ack
+SyncObj._SyncObj__onMessageReceived = _monotonic_next_index
 
 
 class StoreConsumer(SyncObjConsumer):
@@ -148,6 +190,7 @@ class RaftMember:
         )
         others = [addr for name, addr in cfg.peers.items() if addr != cfg.self_peer]
         self.raft = SyncObj(cfg.self_peer, others, conf, consumers=[self.consumer])
+        self._last_ping = 0.0
         self.raft.addOnTickCallback(self._on_tick)
         self._pending: list[tuple[str | None, str, Any, asyncio.Future]] = []
         self._inflight = 0
@@ -185,7 +228,23 @@ class RaftMember:
             self.reachable_members() <= len(self.cfg.peers) // 2
 
     def _on_tick(self):
-        # Raft thread, every tick: note when this member lost its leader
+        # Raft thread, every tick, before pysyncobj's next commit computation: the leader's own
+        # copy of new entries is on disk before it counts towards a majority.
+        journal = self.raft._SyncObj__raftLog
+        if isinstance(journal, DurableJournal):
+            journal.sync()
+        # Keep every peer connection busy: pysyncobj closes a connection that received nothing
+        # for connectionTimeout when it next sends on it, and followers never talk to each
+        # other, so the first vote request after a leader dies used to be dropped (a split
+        # vote and a second election, ~1 s more).
+        now = time.monotonic()
+        if now - self._last_ping > self.cfg.heartbeat_ms / 1000.0:
+            self._last_ping = now
+            transport = self.raft._SyncObj__transport
+            for node in self.raft.otherNodes:
+                if self.raft.isNodeConnected(node):
+                    transport.send(node, {"type": "kubelab_ping"})
+        # note when this member lost its leader
         if self.leader_addr() is None:
             if self._leaderless_since is None:
                 self._leaderless_since = time.monotonic()

@@ -104,6 +104,57 @@ async def apiserver_status(cluster: Cluster, timeout: float = 1.0) -> dict | Non
     return row
 
 
+async def api_get(cluster: Cluster, path: str, timeout: float = 2.0) -> dict | None:
+    """GET a path on the API server as admin; None when it does not answer."""
+    api = cluster.apiserver
+    if api is None or cluster.pid(api.name) is None:
+        return None
+    import ssl
+    import aiohttp
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            async with s.get(api.client_url + path, ssl=ctx, headers={
+                    "Authorization": f"Bearer {cluster.admin_token()}"}) as r:
+                if r.status != 200:
+                    return None
+                return await r.json()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        return None
+
+
+async def components_status(cluster: Cluster) -> list[dict]:
+    """Every component that is not a store member or the API server: process state, and for
+    leader-elected ones the Lease holder; plus the nodes' Ready state."""
+    rows = []
+    leases = {}
+    for lease in ("kube-controller-manager", "kube-scheduler"):
+        obj = await api_get(cluster, f"/apis/coordination.k8s.io/v1/namespaces/kube-system/"
+                                     f"leases/{lease}")
+        if obj:
+            leases[lease] = (obj.get("spec") or {}).get("holderIdentity", "")
+    for comp in cluster.components.values():
+        if comp.kind in ("store", "apiserver"):
+            continue
+        row = {"name": comp.name, "pid": cluster.pid(comp.name), "address": comp.client_url}
+        row["state"] = "up" if row["pid"] else "down"
+        lease = {"controller-manager": "kube-controller-manager",
+                 "scheduler": "kube-scheduler"}.get(comp.kind)
+        if lease:
+            row["leader"] = leases.get(lease, "")
+        rows.append(row)
+    nodes = await api_get(cluster, "/api/v1/nodes")
+    ready = total = 0
+    for n in (nodes or {}).get("items", []):
+        total += 1
+        if any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in n.get("status", {}).get("conditions", [])):
+            ready += 1
+    return rows + ([{"name": "nodes", "ready": ready, "total": total}] if nodes else [])
+
+
 async def wait_ready(cluster: Cluster, timeout: float, progress=None) -> list[dict]:
     deadline = time.monotonic() + timeout
     shown = None
@@ -169,9 +220,10 @@ def cmd_status(args) -> int:
     cluster = _existing(args)
     rows = asyncio.run(store_status(cluster))
     api = asyncio.run(apiserver_status(cluster))
+    others = asyncio.run(components_status(cluster))
     if args.output == "json":
-        print(json.dumps({"stateDir": str(cluster.state_dir), "stores": rows, "apiserver": api},
-                         indent=2))
+        print(json.dumps({"stateDir": str(cluster.state_dir), "stores": rows, "apiserver": api,
+                          "components": others}, indent=2))
     else:
         _print_status(cluster, rows)
         if api is not None:
@@ -181,6 +233,14 @@ def cmd_status(args) -> int:
                   + ")")
             if cluster.kubeconfig_path.exists():
                 print(f"kubeconfig: {cluster.kubeconfig_path}")
+        for r in others:
+            if r["name"] == "nodes":
+                print(f"nodes: {r['ready']}/{r['total']} Ready")
+                continue
+            lead = ""
+            if "leader" in r:
+                lead = f"; leader: {r['leader'] or 'none'}"
+            print(f"{r['name']}: {r['state']} (pid {r['pid'] or '-'}, {r['address']}{lead})")
     return 0
 
 

@@ -260,9 +260,9 @@ class Cluster:
             return None
         except PermissionError:
             pass
-        try:  # guard against PID reuse: the command line must name this component
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if name.encode() not in cmdline:
+        try:  # guard against PID reuse: the command line must name this component's folder
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if f"{self.state_dir}/{name}/".encode() not in cmdline:
                 return None
             stat = Path(f"/proc/{pid}/stat").read_text()
             if stat.rsplit(")", 1)[1].split()[0] == "Z":
