@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from kubelab.client import APIError, ClusterClient
 from kubelab.selectors import Selector

@@ -27,8 +27,8 @@ _OK = {
                                           "All resources successfully discovered"),
     "NamespaceDeletionGroupVersionParsingFailure": ("ParsedGroupVersions",
                                                     "All legacy kube types successfully parsed"),
-    "NamespaceDeletionContentFailure": ("ContentDeleted", "All content successfully deleted, "
-                                                          "may be waiting on finalization"),
+    "NamespaceDeletionContentFailure": ("ContentDeleted", ("All content successfully deleted, "
+                                                           "may be waiting on finalization")),
     "NamespaceContentRemaining": ("ContentRemoved", "All content successfully removed"),
     "NamespaceFinalizersRemaining": ("ContentHasNoFinalizers",
                                      "All content-preserving finalizers finished"),
@@ -36,7 +36,7 @@ _OK = {
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def needs_cleanup(ns: dict | None) -> bool:
@@ -69,9 +69,8 @@ def namespace_conditions(remaining: dict[str, int], finalizers: dict[str, int],
     """The status conditions Kubernetes' namespace deleter reports (without timestamps)."""
     bad: dict[str, tuple[str, str]] = {}
     if discovery_failed:
-        bad["NamespaceDeletionDiscoveryFailure"] = ("DiscoveryFailed",
-                                                    f"Discovery failed for some groups, "
-                                                    f"{discovery_failed}")
+        bad["NamespaceDeletionDiscoveryFailure"] = (
+            "DiscoveryFailed", f"Discovery failed for some groups, {discovery_failed}")
     if failures:
         bad["NamespaceDeletionContentFailure"] = ("ContentDeletionFailed",
                                                   "Failed to delete all resource types, "

@@ -31,7 +31,7 @@ import dataclasses
 import datetime
 import re
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from kubelab import timescale
 from kubelab.client import APIError
@@ -52,7 +52,7 @@ def parse_time(ts: str | None) -> float | None:
     if not ts:
         return None
     try:
-        return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        return datetime.datetime.fromisoformat(ts).timestamp()
     except ValueError:
         return None
 
@@ -519,7 +519,7 @@ class StatefulSetController(Controller):
 
     def _on_claim(self, event: str, new: dict, old: dict | None) -> None:
         # a claim of ours finishing its deletion may unblock a pod waiting for it
-        parent, ordinal = parent_and_ordinal(new.get("metadata", {}).get("name", ""))
+        parent, _ = parent_and_ordinal(new.get("metadata", {}).get("name", ""))
         if event == "DELETED" or new.get("metadata", {}).get("deletionTimestamp"):
             ns = new["metadata"].get("namespace")
             for s in self.sets.list(ns):
@@ -707,9 +707,6 @@ class StatefulSetController(Controller):
                 continue
             new = copy.deepcopy(have)
             new["metadata"]["ownerReferences"] = refs
-            if not refs:
-                new["metadata"].pop("ownerReferences")
-                new["metadata"]["ownerReferences"] = []
             try:
                 await self.client.update("PersistentVolumeClaim", new)
             except APIError as e:

@@ -300,7 +300,7 @@ class RaftMember:
         deadline = self.lease_deadlines.get(lease_id)
         if deadline is None:
             return -1
-        return max(0, int(round(deadline - time.monotonic())))
+        return max(0, int(deadline - time.monotonic()))  # etcd truncates
 
     # ------------------------------------------------------------------ proposing
     async def propose(self, fn: str, payload: Any, request_id: str | None = None) -> Any:
