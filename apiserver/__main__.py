@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import ssl
 
-from aiohttp import web
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -7,7 +7,6 @@ Storage. Errors anywhere become metav1.Status responses with the right code.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import time
@@ -60,7 +59,7 @@ def _no_dups(pairs):
 
 class RestAPI:
     def __init__(self, storage: Storage, kinds: Registry, authn: TokenAuthenticator,
-                 authz: Authorizer, advertise: str, subresources: "SubresourceHandlers"):
+                 authz: Authorizer, advertise: str, subresources):
         self.storage = storage
         self.kinds = kinds
         self.authn = authn

@@ -737,12 +737,111 @@ def pick_port_offset() -> int:
     raise RuntimeError("no free port offset in 20000-30000")
 
 
+def create_cluster(state_dir: Path, port_offset: int):
+    """3 stores + the API server only: no controllers, scheduler or nodes (when this version of
+    Cluster.create has them), so nothing but the benchmark talks to the API server."""
+    import inspect
+
+    from kubelab.cluster import Cluster
+    params = inspect.signature(Cluster.create).parameters
+    kw = {}
+    if "control_plane" in params:
+        kw["control_plane"] = False
+    if "hollow_workers" in params:
+        kw["hollow_workers"] = 0
+    return Cluster.create(state_dir, stores=3, port_offset=port_offset, **kw)
+
+
+async def wait_cluster_ready(cluster, pids: dict[str, int], timeout: float) -> str:
+    """kubelab.cli.wait_ready when Cluster.pid() recognises the processes this run started;
+    otherwise (its PID-reuse guard rejects one) an equivalent check that does not depend on
+    PID files: every store reports a leader and the API server answers /readyz with 200."""
+    from kubelab.cli import wait_ready
+    unknown = [n for n, pid in pids.items() if cluster.pid(n) != pid]
+    if not unknown:
+        await wait_ready(cluster, timeout)
+        return "kubelab.cli.wait_ready"
+    import aiohttp
+
+    from kubelab.etcdclient import EtcdClient, EtcdError
+    eps = cluster.store_endpoints()
+    client = EtcdClient(eps, timeout=1.0, call_timeout=1.0)
+    deadline = mono() + timeout
+    try:
+        while True:
+            leaders = 0
+            for ep in eps:
+                try:
+                    leaders += bool((await client.status(ep)).leader)
+                except EtcdError:
+                    pass
+            api = False
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as s, \
+                        s.get(cluster.apiserver.client_url + "/readyz", ssl=_ssl_ctx()) as r:
+                    api = r.status == 200
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass
+            if leaders == len(eps) and api:
+                return (f"own readiness check: kubelab Cluster.pid() does not recognise "
+                        f"{', '.join(unknown)} started by this run")
+            if mono() > deadline:
+                raise RuntimeError(f"cluster not ready after {timeout:.0f}s (stores with a "
+                                   f"leader {leaders}/{len(eps)}, API server ready {api})")
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+def kill_leftovers(pids: dict[str, int], state_dir: Path) -> list[str]:
+    """After Cluster.down(): stop (by PID, process group = the PID: start_new_session) any
+    process this run started that is still alive, and reap them all. Returns what was left."""
+    left = {}
+    for name, pid in pids.items():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and str(state_dir).encode() in cmd:
+            left[name] = pid
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def gone(pid: int) -> bool:
+        try:
+            return bool(os.waitpid(pid, os.WNOHANG)[0])
+        except ChildProcessError:  # not our child (any more): look at /proc
+            return not Path(f"/proc/{pid}").exists()
+
+    pending = dict(left)
+    for sig in (signal.SIGKILL, None):
+        deadline = mono() + 10
+        while pending and mono() < deadline:
+            pending = {n: p for n, p in pending.items() if not gone(p)}
+            time.sleep(0.05)
+        for pid in pending.values():
+            if sig is not None:
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    pass
+    for pid in pids.values():  # reap the rest (Cluster leaves exited children as zombies)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    return [f"{n} (pid {p})" for n, p in left.items()]
+
+
 def split(n: int, k: int) -> list[int]:
     return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
 
 class Bench:
-    def __init__(self, args, workers: Workers, cluster):
+    def __init__(self, args, workers: Workers, cluster, pids: dict[str, int]):
         self.args = args
         self.w = workers
         self.cluster = cluster
@@ -752,8 +851,8 @@ class Bench:
         self.base_task = {"server": api.client_url, "grpc": api.grpc_url,
                           "token": cluster.admin_token(),
                           "store_endpoints": cluster.store_endpoints()}
-        self.api_pid = cluster.pid("apiserver")
-        self.sampler = Sampler(self.api_pid, [cluster.pid(c.name) for c in cluster.stores],
+        self.api_pid = pids["apiserver"]
+        self.sampler = Sampler(self.api_pid, [pids[c.name] for c in cluster.stores],
                                workers.pids)
 
     def task(self, **kw) -> dict:
@@ -783,7 +882,7 @@ class Bench:
         out = Path(self.args.profile) / f"{name}.txt"
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         cmd = [exe, "record", "-p", str(self.api_pid), "-d", str(max(1, int(self.duration))),
-               "-r", "100", "--nonblocking", "--format", "raw", "-o", str(out)]
+               "-r", "100", "--nonblocking", "--threads", "--format", "raw", "-o", str(out)]
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     @staticmethod
@@ -1066,13 +1165,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    from kubelab.cli import wait_ready
-    from kubelab.cluster import Cluster
-
     tmp = Path(tempfile.mkdtemp(prefix="apiserver-bench-"))
     cluster = None
     workers = None
-    started: list[int] = []
+    started: dict[str, int] = {}
     results: dict = {"settings": {"quick": args.quick, "procs": args.procs,
                                   "clients": args.clients, "list_clients": args.list_clients,
                                   "watchers": args.watchers,
@@ -1096,18 +1192,20 @@ def main(argv=None) -> int:
         print(f"apiserver_bench: before starting, other processes kept {bg:.2f} of "
               f"{os.cpu_count()} cores busy", flush=True)
         off = pick_port_offset()
-        cluster = Cluster.create(tmp / "cluster", port_offset=off)
+        cluster = create_cluster(tmp / "cluster", off)
         for name in cluster.components:
-            started.append(cluster.start(name))
+            started[name] = cluster.start(name)
         workers = Workers(args.procs)  # spawns while the cluster boots
         t0 = mono()
-        asyncio.run(wait_ready(cluster, 90))
-        api_pid = cluster.pid("apiserver")
-        print(f"apiserver_bench: cluster ready in {mono() - t0:.1f}s (state {cluster.state_dir}, "
-              f"port offset {off}); REST {cluster.apiserver.client_url}, gRPC "
-              f"{cluster.apiserver.grpc_url}, API server pid {api_pid}; {args.procs} "
-              f"load-generator processes {workers.pids}", flush=True)
-        bench = Bench(args, workers, cluster)
+        how = asyncio.run(wait_cluster_ready(cluster, started, 90))
+        api_pid = started["apiserver"]
+        print(f"apiserver_bench: cluster ready in {mono() - t0:.1f}s ({how}); components "
+              f"{', '.join(f'{n} (pid {p})' for n, p in started.items())}; state "
+              f"{cluster.state_dir}, port offset {off}; REST {cluster.apiserver.client_url}, "
+              f"gRPC {cluster.apiserver.grpc_url}; {args.procs} load-generator processes "
+              f"{workers.pids}", flush=True)
+        results["components"] = dict(started)
+        bench = Bench(args, workers, cluster, started)
         results["settings"].update(duration_s=bench.duration, warm_s=bench.warm,
                                    port_offset=off)
         results["apiserver_pid"] = api_pid
@@ -1129,7 +1227,7 @@ def main(argv=None) -> int:
                     r = bench.load(op, fe, args.list_clients if op == "list" else args.clients)
                 results["rows"].append(r)
                 print_row(r)
-                if cluster.pid("apiserver") != api_pid:
+                if not Path(f"/proc/{api_pid}").exists():
                     raise RuntimeError("the API server process exited; see "
                                        f"{cluster.log_path('apiserver')}")
         results["apiserver_after"] = proc_snapshot(api_pid)
@@ -1159,11 +1257,10 @@ def main(argv=None) -> int:
                 cluster.down()
             except Exception:  # noqa: BLE001
                 traceback.print_exc()
-            for pid in started:  # Cluster.start's children: reap them
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+            left = kill_leftovers(started, cluster.state_dir)
+            if left:
+                print(f"WARNING: Cluster.down() left {', '.join(left)} running; stopped them "
+                      f"by PID", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
     return rc
 

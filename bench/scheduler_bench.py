@@ -166,7 +166,7 @@ def main() -> None:
     print(f"  bound / Running            {res['bound']} / {res['running']}")
     print(f"  scheduled                  {res['scheduled_pods_per_s']:.0f} pods/s")
     ar = res["all_running_seconds"]
-    print(f"  all Running after          " + (f"{ar:.1f} s" if ar else "NOT all Running"))
+    print("  all Running after          " + (f"{ar:.1f} s" if ar else "NOT all Running"))
     print(f"  create->bound   p50/p99    {res['create_to_bound_p50_ms']:.0f} / "
           f"{res['create_to_bound_p99_ms']:.0f} ms")
     print(f"  create->Running p50/p99    {res['create_to_running_p50_ms']:.0f} / "

@@ -204,6 +204,7 @@ class CronJobController(Controller):
         self.cronjobs = self.informers.informer("CronJob")
         self.jobs = self.informers.informer("Job")
         self.cronjobs.add_handler(self._on_cronjob)
+        self._written: dict[str, tuple[str, int]] = {}  # key -> (uid, rv) of our last write
         self.jobs.add_handler(self._on_job)
 
     def _on_cronjob(self, event: str, cj: dict, old: dict | None) -> None:
@@ -227,7 +228,15 @@ class CronJobController(Controller):
         ns, name = split_key(key)
         cached = self.cronjobs.get(ns, name)
         if cached is None:
+            self._written.pop(key, None)
             return
+        uid, rv = self._written.get(key, (None, 0))
+        try:
+            if uid == cached["metadata"].get("uid") and \
+                    int(cached["metadata"].get("resourceVersion") or 0) < rv:
+                return  # our last status write has not reached the cache; its event requeues
+        except ValueError:
+            pass
         cj = copy.deepcopy(cached)
         cj.setdefault("apiVersion", "batch/v1")
         cj.setdefault("kind", "CronJob")
@@ -248,7 +257,12 @@ class CronJobController(Controller):
         st = {k: v for k, v in _status(cj).items() if v not in (None, [])}
         if st != {k: v for k, v in orig.items() if v not in (None, [])}:
             cj["status"] = st
-            await self.client.update_status("CronJob", cj)  # 409 → requeued with back-off
+            new = await self.client.update_status("CronJob", cj)  # 409 → requeued, back-off
+            try:
+                self._written[key] = (new["metadata"].get("uid"),
+                                      int(new["metadata"].get("resourceVersion") or 0))
+            except ValueError:
+                pass
         if requeue is not None:
             self.queue.add_after(key, max(0.0, requeue))
 

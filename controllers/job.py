@@ -394,6 +394,7 @@ class JobController(Controller):
         self._backoff: dict[str, BackoffRecord] = {}
         self._expect: dict[str, _Expectations] = {}
         self._rm_expected: dict[str, set[str]] = {}  # job uid -> pod uids whose finalizer went
+        self._written: dict[str, tuple[str, int]] = {}  # key -> (uid, resourceVersion) we wrote
 
     # ------------------------------------------------------------------ handlers
     def _on_job(self, event: str, job: dict, old: dict | None) -> None:
@@ -549,13 +550,26 @@ class JobController(Controller):
                 if ref.get("kind") == "Job" and ref.get("name") == name and has_finalizer(p):
                     self.queue.add("pod:" + object_key(p))
             return
+        if self._stale(key, cached):
+            return  # our own status write is on its way to the cache; its event requeues
         job = copy.deepcopy(cached)
         job.setdefault("apiVersion", "batch/v1")
         job.setdefault("kind", "Job")
         await self._sync(key, job)
 
+    def _stale(self, key: str, cached: dict) -> bool:
+        """True when the cache still holds an older version than the one we last wrote
+        (resourceVersions are the store's revisions here, so they compare as numbers)."""
+        md = cached["metadata"]
+        uid, rv = self._written.get(key, (None, 0))
+        try:
+            return uid == md.get("uid") and int(md.get("resourceVersion") or 0) < rv
+        except ValueError:
+            return False
+
     def _forget(self, key: str) -> None:
         self._backoff.pop(key, None)
+        self._written.pop(key, None)
         e = self._expect.pop(key, None)
         if e is not None:
             self._rm_expected.pop(e.uid, None)
@@ -749,7 +763,7 @@ class JobController(Controller):
                 n_active = 0
 
         status["active"] = max(0, n_active)
-        status["ready"] = 0 if finished_type({"status": status}) else ready
+        status["ready"] = min(ready, max(0, n_active)) if not fail else 0
         status["terminating"] = terminating
         if finished_type({"status": status}):
             status["ready"] = 0
@@ -770,7 +784,13 @@ class JobController(Controller):
     async def _write_status(self, job: dict, status: dict) -> dict:
         obj = dict(job)
         obj["status"] = strip_status(status)
-        return await self.client.update_status("Job", obj)  # 409 → requeued with back-off
+        new = await self.client.update_status("Job", obj)  # 409 → requeued with back-off
+        md = new["metadata"]
+        try:
+            self._written[object_key(new)] = (md.get("uid"), int(md.get("resourceVersion") or 0))
+        except ValueError:
+            pass
+        return new
 
     def _deadline_left(self, job: dict, status: dict, now: float) -> float | None:
         ads = (job.get("spec") or {}).get("activeDeadlineSeconds")

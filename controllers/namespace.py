@@ -7,13 +7,12 @@ Kubernetes' condition types (NamespaceContentRemaining, NamespaceFinalizersRemai
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime
-import json
 import time
 
 from kubelab.client import BUILTIN, APIError, Resource
-from proto.kubelab import cluster_pb2 as cpb
 
 from .base import Controller
 
@@ -136,8 +135,7 @@ class NamespaceController(Controller):
             return self._resources, ""
         problem = ""
         try:
-            resp = await self.client._call("Resources", cpb.ResourcesRequest())
-            rows = json.loads(resp.resources)
+            rows = await self.client.resources()
             res = [Resource(r["group"], r["version"], r["resource"], True, r["kind"])
                    for r in rows if r.get("namespaced")]
         except Exception as e:  # noqa: BLE001 - fall back to the built-in kinds
@@ -152,37 +150,41 @@ class NamespaceController(Controller):
         if not needs_cleanup(ns):
             return
         resources, problem = await self.namespaced_resources()
-        content: dict[str, list[dict]] = {}
         failures: list[str] = []
-        for r in resources:
-            try:
-                items = (await self.client.list(r, key)).get("items") or []
-            except APIError as e:
-                if e.code in (404, 405):
-                    continue  # not listable
-                failures.append(qualified(r))
-                continue
-            left = []
-            for o in items:
-                md = o.get("metadata", {})
-                if not md.get("deletionTimestamp"):
-                    try:
-                        _, gone = await self.client.delete(
-                            r, key, md["name"], preconditions={"uid": md.get("uid")})
-                        if gone:
-                            continue
-                    except APIError as e:
-                        if e.not_found or e.conflict:
-                            continue
-                        failures.append(qualified(r))
-                left.append(o)
-            content[qualified(r)] = left
+        results = await asyncio.gather(*(self._empty(r, key, failures) for r in resources))
+        content = {qualified(r): left for r, left in zip(resources, results) if left is not None}
         remaining, finalizers = summarize(content)
         await self._report(key, namespace_conditions(remaining, finalizers, failures, problem))
         if remaining or failures or problem:
             self.queue.add_after(key, self.resync_delay)
             return
         await self._finalize(key)
+
+    async def _empty(self, r: Resource, ns: str, failures: list[str]) -> list[dict] | None:
+        """Delete every object of resource r in namespace ns; the objects still there (None
+        if r cannot be listed)."""
+        try:
+            items = (await self.client.list(r, ns)).get("items") or []
+        except APIError as e:
+            if e.code not in (404, 405):
+                failures.append(qualified(r))
+            return None
+
+        async def delete(o: dict) -> dict | None:
+            md = o.get("metadata", {})
+            if md.get("deletionTimestamp"):
+                return o
+            try:
+                _, gone = await self.client.delete(r, ns, md["name"],
+                                                   preconditions={"uid": md.get("uid")})
+                return None if gone else o
+            except APIError as e:
+                if e.not_found or e.conflict:
+                    return None
+                failures.append(qualified(r))
+                return o
+        left = await asyncio.gather(*(delete(o) for o in items))
+        return [o for o in left if o is not None]
 
     async def _report(self, name: str, conditions: list[dict]) -> None:
         ns = self.namespaces.get(None, name)

@@ -17,6 +17,7 @@ dynamic provisioner.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 
@@ -185,6 +186,20 @@ def choose_volume(pvc: dict, pvs: list[dict], cls: str, node_name: str | None = 
                                               .get("storage")), pv["metadata"]["name"]))
 
 
+def pick_volume(pvc: dict, pvs: list[dict], cls: str, delay_binding: bool,
+                node: str | None, nodes: dict[str, dict] | None = None
+                ) -> tuple[dict | None, bool]:
+    """(volume to bind, still waiting for the first consumer). With delayed binding and no
+    consumer node yet only a volume pre-bound to the claim (the scheduler's choice, by
+    claimRef) is taken."""
+    if delay_binding and node is None:
+        pre = [pv for pv in pvs if (pv.get("spec") or {}).get("claimRef") and
+               claim_ref_matches(pv, pvc)]
+        pv = choose_volume(pvc, pre, cls)
+        return pv, pv is None
+    return choose_volume(pvc, pvs, cls, node, nodes), False
+
+
 def consumer_node(pvc: dict, pods: list[dict]) -> str | None:
     """The node chosen for the claim's first consumer: the scheduler's selected-node
     annotation, or the node of a scheduled pod using the claim."""
@@ -298,7 +313,6 @@ class PersistentVolumeBinder(Controller):
         await super().run()
 
     async def ensure_default_class(self) -> None:
-        import asyncio
         delay = 0.1
         while True:
             try:
@@ -336,15 +350,15 @@ class PersistentVolumeBinder(Controller):
         sc = self.classes.get(None, cls) if cls else None
         wait = sc is not None and sc.get("volumeBindingMode") == "WaitForFirstConsumer"
         node = consumer_node(pvc, self.pods.list(ns)) if wait else None
-        if wait and node is None:
+        nodes = {n["metadata"]["name"]: n for n in self.nodes.list()}
+        pv, waiting = pick_volume(pvc, self.volumes.list(), cls, wait, node, nodes)
+        if pv is not None:
+            await self.bind(pv, pvc)
+            return
+        if waiting:
             await self.recorder.normal(pvc, "WaitForFirstConsumer",
                                        "waiting for first consumer to be created before "
                                        "binding")
-            return
-        nodes = {n["metadata"]["name"]: n for n in self.nodes.list()}
-        pv = choose_volume(pvc, self.volumes.list(), cls, node, nodes)
-        if pv is not None:
-            await self.bind(pv, pvc)
             return
         if sc is not None and sc.get("provisioner") == PROVISIONER:
             await self.provision(pvc, sc, node)

@@ -160,6 +160,11 @@ class ClusterClient:
                     continue
                 raise _error(e) from None
 
+    async def resources(self) -> list[dict]:
+        """Every kind the API server serves: [{group, version, resource, kind, namespaced}]."""
+        resp = await self._call("Resources", cpb.ResourcesRequest())
+        return json.loads(resp.resources)
+
     async def get(self, r: Resource | str, namespace: str | None, name: str,
                   subresource: str = "") -> dict:
         resp = await self._call("Get", cpb.GetRequest(ref=self._ref(_res(r), namespace, name,

@@ -261,8 +261,9 @@ class Cluster:
         except PermissionError:
             pass
         try:  # guard against PID reuse: the command line must name this component's folder
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if f"{self.state_dir}/{name}/".encode() not in cmdline:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() + b"\0"
+            folder = f"{self.state_dir}/{name}".encode()
+            if folder + b"/" not in cmdline and folder + b"\0" not in cmdline:
                 return None
             stat = Path(f"/proc/{pid}/stat").read_text()
             if stat.rsplit(")", 1)[1].split()[0] == "Z":

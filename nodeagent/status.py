@@ -42,8 +42,6 @@ def node_object(spec: NodeSpec, ready: bool = True, now: float | None = None) ->
     labels = {"kubernetes.io/hostname": spec.name, "kubernetes.io/os": "linux",
               "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
               "beta.kubernetes.io/arch": "amd64", **spec.labels}
-    resources = {"cpu": spec.cpu, "memory": spec.memory, "pods": spec.pods,
-                 "ephemeral-storage": "100Gi"}
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": spec.name, "labels": labels,
                          "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},

@@ -20,8 +20,9 @@ import functools
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from kubelab.selectors import Requirement, Selector, SelectorError, selector_from_label_selector
 
@@ -206,7 +207,7 @@ class NodeSelectorTerm:
     valid: bool = True
 
     @classmethod
-    def parse(cls, term: dict | None) -> "NodeSelectorTerm":
+    def parse(cls, term: dict | None) -> NodeSelectorTerm:
         term = term or {}
         try:
             exprs = tuple(cls._req(e) for e in term.get("matchExpressions") or [])
@@ -251,7 +252,7 @@ class NodeAffinityRequirement:
     terms: tuple[NodeSelectorTerm, ...] | None = None  # None: no required node affinity
 
     @classmethod
-    def of(cls, spec: dict) -> "NodeAffinityRequirement":
+    def of(cls, spec: dict) -> NodeAffinityRequirement:
         sel = tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
         na = ((spec.get("affinity") or {}).get("nodeAffinity") or {})
         req = na.get("requiredDuringSchedulingIgnoredDuringExecution")
@@ -285,7 +286,7 @@ class AffinityTerm:
 
     @classmethod
     def parse(cls, owner_ns: str, owner_labels: dict, term: dict,
-              weight: int = 0) -> "AffinityTerm":
+              weight: int = 0) -> AffinityTerm:
         try:
             sel = selector_from_label_selector(term.get("labelSelector"))
         except SelectorError:
@@ -390,12 +391,36 @@ def is_terminal(pod: dict) -> bool:
 class PodInfo:
     """A pod with everything the plugins need parsed once (framework.PodInfo)."""
 
-    __slots__ = ("pod", "key", "uid", "ns", "name", "labels", "node_name", "priority",
-                 "terminating", "requests", "nz_cpu", "nz_mem", "host_ports", "tolerations",
-                 "node_affinity", "preferred_node_terms", "required_affinity",
-                 "required_anti_affinity", "preferred_affinity", "preferred_anti_affinity",
-                 "has_pod_affinity", "spread", "claims", "controller", "preemption_never",
-                 "fingerprint")
+    __slots__ = (
+        "claims",
+        "controller",
+        "fingerprint",
+        "has_pod_affinity",
+        "host_ports",
+        "key",
+        "labels",
+        "name",
+        "node_affinity",
+        "node_name",
+        "ns",
+        "nz_cpu",
+        "nz_mem",
+        "pod",
+        "preemption_never",
+        "preferred_affinity",
+        "preferred_anti_affinity",
+        "preferred_node_terms",
+        "priority",
+        "req_cpu",
+        "req_mem",
+        "requests",
+        "required_affinity",
+        "required_anti_affinity",
+        "spread",
+        "terminating",
+        "tolerations",
+        "uid",
+    )
 
     def __init__(self, pod: dict):
         md = pod.get("metadata") or {}
@@ -410,6 +435,8 @@ class PodInfo:
         self.priority = int(spec.get("priority") or 0)
         self.terminating = bool(md.get("deletionTimestamp"))
         self.requests = pod_requests(spec)
+        self.req_cpu = self.requests.get("cpu", 0)
+        self.req_mem = self.requests.get("memory", 0)
         nz = pod_requests(spec, nonzero=True)
         self.nz_cpu = nz.get("cpu", 0)
         self.nz_mem = nz.get("memory", 0)
@@ -465,9 +492,28 @@ class NodeInfo:
     scores read (framework.NodeInfo): requested and non-zero requested resources, used host
     ports, and which pods carry pod (anti-)affinity."""
 
-    __slots__ = ("name", "node", "labels", "allocatable", "allowed_pods", "unschedulable",
-                 "filter_taints", "prefer_taints", "pods", "requested", "nz_cpu", "nz_mem",
-                 "used_ports", "n_affinity", "n_required_anti", "fingerprint")
+    __slots__ = (
+        "alloc_cpu",
+        "alloc_mem",
+        "allocatable",
+        "allowed_pods",
+        "filter_taints",
+        "fingerprint",
+        "labels",
+        "n_affinity",
+        "n_required_anti",
+        "name",
+        "node",
+        "nz_cpu",
+        "nz_mem",
+        "pods",
+        "prefer_taints",
+        "req_cpu",
+        "req_mem",
+        "requested",
+        "unschedulable",
+        "used_ports",
+    )
 
     def __init__(self, name: str, node: dict | None = None):
         self.name = name
@@ -480,6 +526,7 @@ class NodeInfo:
         self.prefer_taints: tuple = ()
         self.pods: dict[str, PodInfo] = {}
         self.requested: dict[str, int] = {}
+        self.alloc_cpu = self.alloc_mem = self.req_cpu = self.req_mem = 0
         self.nz_cpu = 0
         self.nz_mem = 0
         self.used_ports: Counter = Counter()
@@ -497,6 +544,8 @@ class NodeInfo:
         alloc = (node.get("status") or {}).get("allocatable") or {}
         self.allocatable = {k: resource_amount(k, v) for k, v in alloc.items()}
         self.allowed_pods = self.allocatable.get("pods", 0)
+        self.alloc_cpu = self.allocatable.get("cpu", 0)
+        self.alloc_mem = self.allocatable.get("memory", 0)
         self.unschedulable = bool((node.get("spec") or {}).get("unschedulable"))
         taints = _node_taints(node)
         self.filter_taints = tuple(t for t in taints if t[2] in ("NoSchedule", "NoExecute"))
@@ -510,6 +559,8 @@ class NodeInfo:
     def add_pod(self, pi: PodInfo) -> None:
         self.pods[pi.key] = pi
         _add(self.requested, pi.requests)
+        self.req_cpu += pi.req_cpu
+        self.req_mem += pi.req_mem
         self.nz_cpu += pi.nz_cpu
         self.nz_mem += pi.nz_mem
         for hp in pi.host_ports:
@@ -525,6 +576,8 @@ class NodeInfo:
             return None
         for k, v in pi.requests.items():
             self.requested[k] = self.requested.get(k, 0) - v
+        self.req_cpu -= pi.req_cpu
+        self.req_mem -= pi.req_mem
         self.nz_cpu -= pi.nz_cpu
         self.nz_mem -= pi.nz_mem
         for hp in pi.host_ports:
@@ -537,10 +590,11 @@ class NodeInfo:
             self.n_required_anti -= 1
         return pi
 
-    def without(self, keys: Iterable[str]) -> "NodeInfo":
+    def without(self, keys: Iterable[str]) -> NodeInfo:
         """A copy without some pods (preemption's what-if)."""
         out = NodeInfo(self.name)
         for s in ("node", "labels", "allocatable", "allowed_pods", "unschedulable",
+                  "alloc_cpu", "alloc_mem",
                   "filter_taints", "prefer_taints", "fingerprint"):
             setattr(out, s, getattr(self, s))
         drop = set(keys)
@@ -570,7 +624,7 @@ class SelectorCounts:
         self._by_ns: dict[str, dict[Selector, Counter]] = {}
         self._size = 0
 
-    def get(self, state: "ClusterState", ns: str, sel: Selector) -> Counter:
+    def get(self, state: ClusterState, ns: str, sel: Selector) -> Counter:
         per_ns = self._by_ns.setdefault(ns, {})
         c = per_ns.get(sel)
         if c is None:
@@ -693,13 +747,17 @@ class ClusterState:
         self.assumed.discard(key)
         return self._drop(key)
 
-    def assume(self, pod: dict, node_name: str) -> PodInfo:
-        """Count a pod against a node before the API has confirmed the binding."""
+    def assume(self, pod: dict, node_name: str, pi: PodInfo | None = None) -> PodInfo:
+        """Count a pod against a node before the API has confirmed the binding (`pi`: the
+        decision's PodInfo of this pod, reused)."""
         bound = dict(pod)
         bound["spec"] = dict(pod.get("spec") or {}, nodeName=node_name)
         key = pod_key(pod)
         self._drop(key)
-        pi = PodInfo(bound)
+        if pi is None or pi.key != key:
+            pi = PodInfo(bound)
+        else:
+            pi.pod, pi.node_name = bound, node_name
         self._insert(pi)
         self.assumed.add(key)
         return pi
@@ -880,6 +938,10 @@ class Cycle:
         self.anti_affinity_counts: Counter = Counter()
         self.existing_anti_counts: Counter = Counter()
         self.check_pod_affinity = False
+        # ephemeral-storage first, then extended resources, as NodeResourcesFit checks them
+        self.other_requests = sorted(((k, v) for k, v in pi.requests.items()
+                                      if k not in ("cpu", "memory", "pods") and v > 0),
+                                     key=lambda kv: (kv[0] != "ephemeral-storage", kv[0]))
 
     # ----------------------------------------------------------------- PreFilter
     def prefilter(self) -> Status | None:
@@ -902,8 +964,8 @@ class Cycle:
                 return Status(UNRESOLVABLE, (f'persistentvolumeclaim "{name}" not found',),
                               "VolumeBinding")
             if (pvc.get("metadata") or {}).get("deletionTimestamp"):
-                return Status(UNRESOLVABLE, (f'persistentvolumeclaim "{name}" is being '
-                                             f'deleted',), "VolumeBinding")
+                return Status(UNRESOLVABLE, (f'persistentvolumeclaim "{name}" is being deleted',),
+                              "VolumeBinding")
             vol = (pvc.get("spec") or {}).get("volumeName")
             if vol:
                 vs.bound_pvs.append(self.listers.pvs.get(None, vol))
@@ -1011,20 +1073,21 @@ class Cycle:
 
     def _fit(self, ni: NodeInfo) -> Status | None:
         pi = self.pi
+        cpu, mem = pi.req_cpu, pi.req_mem
+        if len(ni.pods) < ni.allowed_pods and (cpu <= 0 or cpu <= ni.alloc_cpu - ni.req_cpu) \
+                and (mem <= 0 or mem <= ni.alloc_mem - ni.req_mem) and not self.other_requests:
+            return None  # the common case, without building a reason list
         reasons = []
         if len(ni.pods) + 1 > ni.allowed_pods:
             reasons.append(ERR_REASON_TOO_MANY_PODS)
-        if pi.requests:
-            alloc, used = ni.allocatable, ni.requested
-            for name in ("cpu", "memory", "ephemeral-storage"):
-                want = pi.requests.get(name, 0)
-                if want > 0 and want > alloc.get(name, 0) - used.get(name, 0):
-                    reasons.append(f"Insufficient {name}")
-            for name, want in pi.requests.items():
-                if name in ("cpu", "memory", "ephemeral-storage", "pods") or want <= 0:
-                    continue
-                if want > alloc.get(name, 0) - used.get(name, 0):
-                    reasons.append(f"Insufficient {name}")
+        if cpu > 0 and cpu > ni.alloc_cpu - ni.req_cpu:
+            reasons.append("Insufficient cpu")
+        if mem > 0 and mem > ni.alloc_mem - ni.req_mem:
+            reasons.append("Insufficient memory")
+        alloc, used = ni.allocatable, ni.requested
+        for name, want in self.other_requests:
+            if want > alloc.get(name, 0) - used.get(name, 0):
+                reasons.append(f"Insufficient {name}")
         if reasons:
             return Status(UNSCHEDULABLE, tuple(reasons), "NodeResourcesFit")
         return None
@@ -1097,12 +1160,10 @@ class Cycle:
                     return Status(UNRESOLVABLE, (ERR_REASON_AFFINITY,), "InterPodAffinity")
                 if self.affinity_counts.get((t.topology_key, tv), 0) <= 0:
                     pods_exist = False
-            if not pods_exist:
-                # the first pod of a group with affinity to itself may go anywhere
-                if self.affinity_counts or not all(
-                        t.matches(pi.ns, pi.labels, self.ns_labels)
-                        for t in pi.required_affinity):
-                    return Status(UNRESOLVABLE, (ERR_REASON_AFFINITY,), "InterPodAffinity")
+            # the first pod of a group with affinity to itself may go anywhere
+            if not pods_exist and (self.affinity_counts or not all(
+                    t.matches(pi.ns, pi.labels, self.ns_labels) for t in pi.required_affinity)):
+                return Status(UNRESOLVABLE, (ERR_REASON_AFFINITY,), "InterPodAffinity")
         # the incoming pod's required anti-affinity
         if self.anti_affinity_counts:
             for t in pi.required_anti_affinity:
@@ -1120,19 +1181,23 @@ class Cycle:
     # ----------------------------------------------------------------- Score
     def score(self, feasible: list[NodeInfo]) -> list[int]:
         """Weighted sum of the normalized (0-100) plugin scores for each feasible node."""
+        total = resource_scores(self.pi, feasible)  # NodeResourcesFit ×1 + Balanced ×1
         n = len(feasible)
-        total = [0] * n
-        for plugin, scores in self.plugin_scores(feasible).items():
+        for plugin, scores in self.plugin_scores(feasible, resources=False).items():
             w = WEIGHTS[plugin]
             for i in range(n):
                 total[i] += scores[i] * w
         return total
 
-    def plugin_scores(self, feasible: list[NodeInfo]) -> dict[str, list[int]]:
+    def plugin_scores(self, feasible: list[NodeInfo],
+                      resources: bool = True) -> dict[str, list[int]]:
+        """Each plugin's normalized scores (score() adds them up with the weights)."""
         pi = self.pi
         out: dict[str, list[int]] = {}
         # TaintToleration: fewer untolerated PreferNoSchedule taints is better
-        if any(ni.prefer_taints for ni in feasible):
+        if not resources and not any(ni.prefer_taints for ni in feasible):
+            pass  # the same 100 everywhere: no effect on the ranking
+        elif any(ni.prefer_taints for ni in feasible):
             tols = [t for t in pi.tolerations if t[3] in ("", "PreferNoSchedule")]
             raw = [sum(1 for t in ni.prefer_taints if not tolerates(tols, *t))
                    for ni in feasible]
@@ -1145,9 +1210,10 @@ class Cycle:
                    for ni in feasible]
             out["NodeAffinity"] = default_normalize(raw)
         # NodeResourcesFit (LeastAllocated) and BalancedAllocation
-        out["NodeResourcesFit"] = [least_allocated_score(pi, ni) for ni in feasible]
-        out["NodeResourcesBalancedAllocation"] = [balanced_allocation_score(pi, ni)
-                                                  for ni in feasible]
+        if resources:
+            out["NodeResourcesFit"] = [least_allocated_score(pi, ni) for ni in feasible]
+            out["NodeResourcesBalancedAllocation"] = [balanced_allocation_score(pi, ni)
+                                                      for ni in feasible]
         spread = self._spread_scores(feasible)
         if spread is not None:
             out["PodTopologySpread"] = spread
@@ -1292,6 +1358,29 @@ def default_normalize(raw: list[int], reverse: bool = False) -> list[int]:
     return out
 
 
+def resource_scores(pi: PodInfo, feasible: list[NodeInfo]) -> list[int]:
+    """least_allocated_score + balanced_allocation_score for every node, in one pass."""
+    out = []
+    pc, pm, rc, rm = pi.nz_cpu, pi.nz_mem, pi.req_cpu, pi.req_mem
+    for ni in feasible:
+        ac, am = ni.alloc_cpu, ni.alloc_mem
+        la = w = 0
+        fc = fm = -1.0
+        if ac:
+            u = ni.nz_cpu + pc
+            la += 0 if u > ac else (ac - u) * MAX_NODE_SCORE // ac
+            w += 1
+            fc = min((ni.req_cpu + rc) / ac, 1.0)
+        if am:
+            u = ni.nz_mem + pm
+            la += 0 if u > am else (am - u) * MAX_NODE_SCORE // am
+            w += 1
+            fm = min((ni.req_mem + rm) / am, 1.0)
+        std = abs((fc - fm) / 2) if ac and am else 0.0
+        out.append((la // w if w else 0) + int((1 - std) * MAX_NODE_SCORE))
+    return out
+
+
 def least_allocated_score(pi: PodInfo, ni: NodeInfo) -> int:
     """LeastAllocated over cpu and memory (weight 1 each), on non-zero requests: the share
     left free after placing the pod, 0-100."""
@@ -1369,6 +1458,7 @@ class ScheduleResult:
     evaluated: int = 0
     feasible: int = 0
     claims: list[ClaimPlan] = dataclasses.field(default_factory=list)
+    pod_info: PodInfo | None = None
 
     def message(self) -> str:
         if self.no_nodes:
@@ -1441,7 +1531,7 @@ class Algorithm:
             self._rr += 1
         claims = cycle.plan_claims(best) if cycle.volumes and cycle.volumes.unbound else []
         return ScheduleResult(node=best.name, evaluated=processed, feasible=len(feasible),
-                              claims=claims or [])
+                              claims=claims or [], pod_info=pi)
 
 
 def preemption_message(cycle: Cycle, err: FitError) -> str:

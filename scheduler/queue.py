@@ -11,7 +11,7 @@ import dataclasses
 import heapq
 import itertools
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 POD_INITIAL_BACKOFF = 1.0
 POD_MAX_BACKOFF = 10.0

@@ -58,7 +58,7 @@ VOLUME_PLUGINS = ("VolumeBinding",)
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -187,7 +187,7 @@ class Scheduler:
                     raise
                 try:
                     started = self.schedule_one(key)
-                except Exception:  # noqa: BLE001 - one pod's bug must not stop scheduling
+                except Exception:
                     log.exception("scheduling %s failed", key)
                     started = False
                     self.queue.add_backoff(key)
@@ -226,7 +226,7 @@ class Scheduler:
                 self.queue.add_unschedulable(key, result.error.plugins())
                 self._spawn(self._report_failure(pod, "Unschedulable", result.message()))
             return False
-        self.state.assume(pod, result.node)
+        self.state.assume(pod, result.node, result.pod_info)
         self.queue.forget(key)
         self._spawn(self._bind(pod, result))
         return True
@@ -345,7 +345,7 @@ class Scheduler:
                      f"{m['scheduling_seconds']:.6f}")
         lines.append("# TYPE scheduler_inflight_bindings gauge")
         lines.append(f"scheduler_inflight_bindings "
-                     f"{self.max_binds - self._slots._value}")  # noqa: SLF001
+                     f"{self.max_binds - self._slots._value}")
         return "\n".join(lines) + "\n"
 
 

@@ -48,8 +48,12 @@ class StoreCluster:
         kw.setdefault("apiserver", False)
         self.cluster = Cluster.create(state_dir, stores=stores, port_offset=free_port_offset(),
                                       **kw)
-        self.cluster.start_all()
-        self.wait_ready()
+        try:
+            self.cluster.start_all()
+            self.wait_ready()
+        except BaseException:
+            self.cluster.down()  # never leave processes behind when start-up fails
+            raise
 
     @property
     def endpoints(self) -> list[str]:
@@ -182,8 +186,12 @@ class ControlPlaneCluster(KubeCluster):
         super().__init__(state_dir, hollow_workers=hollow_workers, time_scale=time_scale, **kw)
         self.time_scale = time_scale
         if hollow_workers:
-            wait_for(lambda: len(self.ready_nodes()) >= hollow_workers, 30, 0.2,
-                     f"{hollow_workers} Ready nodes")
+            try:
+                wait_for(lambda: len(self.ready_nodes()) >= hollow_workers, 60, 0.2,
+                         f"{hollow_workers} Ready nodes")
+            except BaseException:
+                self.cluster.down()
+                raise
 
     def ready_nodes(self) -> list[str]:
         import json as _json

@@ -13,6 +13,8 @@ import copy
 import datetime
 import itertools
 import json
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -24,7 +26,7 @@ from controllers import job as jc
 from kubelab.client import APIError, InformerFactory, Resource, object_key
 from kubelab.events import EventRecorder
 
-from .conftest import wait_for
+from .conftest import have, wait_for
 
 UTC = datetime.UTC
 
@@ -211,7 +213,7 @@ def test_pods_to_create_never_exceed_parallelism_or_remaining_completions():
 
 
 def test_backoff_delays_double_from_10s_to_6min():
-    assert [jc.backoff_delay(n) for n in range(0, 8)] == [0, 10, 20, 40, 80, 160, 320, 360]
+    assert [jc.backoff_delay(n) for n in range(8)] == [0, 10, 20, 40, 80, 160, 320, 360]
     assert jc.backoff_delay(50) == 360
     rec = jc.BackoffRecord()
     rec.update([], [100.0])
@@ -596,6 +598,27 @@ def test_job_ttl_after_finished_deletes_the_job():
     assert ("Job", "pi", {"propagation": "Background"}) in h.api.deletes
 
 
+def test_job_skips_a_cache_older_than_its_own_write():
+    """After writing status the controller waits for that version to reach its cache instead
+    of computing from the stale one (which would end in a 409)."""
+    h = JobHarness()
+    h.add(job_obj(completions=1, parallelism=1))
+    h.sync()
+    h.sync()                           # the created pod observed
+    written = h.ctl._written["default/pi"][1]
+    stale = copy.deepcopy(h.job())
+    stale["metadata"]["resourceVersion"] = str(written - 1)
+    stale["status"] = {}
+    h.ctl.jobs.cache["default/pi"] = stale
+    for p in h.pods():
+        h.api._remove("Pod", p)
+    h.sync()
+    assert h.pods() == []              # nothing done from the stale view
+    h.ctl.jobs.cache["default/pi"] = copy.deepcopy(h.job())
+    h.sync()
+    assert len(h.pods()) == 1
+
+
 def test_job_orphan_pods_are_released():
     """Pods keeping the tracking finalizer after their Job is gone lose it."""
     h = JobHarness()
@@ -820,3 +843,331 @@ def test_cron_forgotten_job_is_adopted_once():
     assert len(h.jobs()) == 1
     assert [r["name"] for r in h.cj()["status"]["active"]] == h.jobs()
     assert h.cj()["status"]["lastScheduleTime"] == "2024-01-01T10:01:00Z"
+
+
+# ============================================================================ end-to-end
+def e2e(fn):
+    """End-to-end: real processes and the real kubectl."""
+    fn = pytest.mark.slow(fn)
+    return pytest.mark.skipif(not have("kubectl"), reason="kubectl not installed")(fn)
+
+HOLLOW = "hollow.kubelab.io/"
+
+
+def job_manifest(name: str, *, completions=None, parallelism=None, restart="Never",
+                 annotations: dict | None = None, **spec) -> dict:
+    s: dict = {"template": {"metadata": {"annotations": {HOLLOW + k: str(v) for k, v in
+                                                         (annotations or {}).items()}},
+                            "spec": {"restartPolicy": restart,
+                                     "containers": [{"name": "work", "image": "busybox",
+                                                     "command": ["sh", "-c", "true"]}]}}}
+    if completions is not None:
+        s["completions"] = completions
+    if parallelism is not None:
+        s["parallelism"] = parallelism
+    s.update(spec)
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": "default"}, "spec": s}
+
+
+def apply(cp, obj: dict) -> None:
+    cp.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+
+def job_pods(cp, job: str) -> list[dict]:
+    return cp.get_json("pods", "-l", f"batch.kubernetes.io/job-name={job}")["items"]
+
+
+def events(cp, name: str) -> list[tuple[str, str, str]]:
+    items = cp.get_json("events", "--field-selector", f"involvedObject.name={name}")["items"]
+    return [(e.get("type"), e.get("reason"), e.get("message")) for e in items]
+
+
+def job_conditions(cp, name: str) -> dict:
+    job = cp.get_json("job", name)
+    return {c["type"]: c for c in job.get("status", {}).get("conditions") or []}
+
+
+class PodWatch:
+    """`kubectl get pods --watch` in the background: when each pod was first seen, and when
+    it was first seen Failed (for measuring back-off gaps without polling)."""
+
+    def __init__(self, cp, selector: str):
+        env = dict(os.environ, KUBECONFIG=cp.kubeconfig, KUBECACHEDIR=cp.cache_dir)
+        self.proc = subprocess.Popen(
+            ["kubectl", "get", "pods", "-l", selector, "--watch", "-o",
+             "jsonpath={.metadata.name} {.status.phase}{\"\\n\"}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.seen: dict[str, float] = {}
+        self.failed: dict[str, float] = {}
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            parts = line.split()
+            if not parts:
+                continue
+            now = time.monotonic()
+            self.seen.setdefault(parts[0], now)
+            if len(parts) > 1 and parts[1] == "Failed":
+                self.failed.setdefault(parts[0], now)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+@e2e
+def test_e2e_job_completes_with_parallelism(control_plane):
+    cp = control_plane
+    apply(cp, job_manifest("pi", completions=3, parallelism=2,
+                           annotations={"run-seconds": 1}))
+    cp.kubectl("wait", "--for=condition=complete", "job/pi", "--timeout=30s", timeout=40)
+    job = cp.get_json("job", "pi")
+    st = job["status"]
+    assert st["succeeded"] == 3 and st.get("failed", 0) == 0
+    assert st["startTime"] and st["completionTime"]
+    assert st["uncountedTerminatedPods"] == {}
+    conds = job_conditions(cp, "pi")
+    assert conds["Complete"]["status"] == "True" and conds["SuccessCriteriaMet"]
+    pods = job_pods(cp, "pi")
+    assert len(pods) == 3
+    uid = job["metadata"]["uid"]
+    for p in pods:
+        md = p["metadata"]
+        assert p["status"]["phase"] == "Succeeded"
+        assert md["name"].startswith("pi-")
+        assert md["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": "pi",
+                                          "uid": uid, "controller": True,
+                                          "blockOwnerDeletion": True}]
+        assert md["labels"]["batch.kubernetes.io/controller-uid"] == uid
+        assert md["labels"]["controller-uid"] == uid and md["labels"]["job-name"] == "pi"
+        assert not md.get("finalizers")        # counted, so released
+    # never more than parallelism at once: the third pod started after a first one ended
+    starts = sorted(p["metadata"]["creationTimestamp"] for p in pods)
+    ends = sorted(p["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+                  for p in pods)
+    assert starts[2] >= ends[0]
+    evs = events(cp, "pi")
+    assert sum(1 for _, r, m in evs if r == "SuccessfulCreate" and m.startswith("Created pod: pi-")) == 3
+    assert ("Normal", "Completed", "Job completed") in evs
+    out = cp.kubectl("get", "job", "pi").stdout
+    assert "Complete" in out and "3/3" in out
+
+
+@e2e
+def test_e2e_failing_job_backs_off_then_fails(control_plane):
+    cp = control_plane
+    watch = PodWatch(cp, "batch.kubernetes.io/job-name=fail")
+    try:
+        apply(cp, job_manifest("fail", backoffLimit=2,
+                               annotations={"run-seconds": "0.2", "exit-code": 1}))
+        cp.kubectl("wait", "--for=condition=failed", "job/fail", "--timeout=40s", timeout=50)
+    finally:
+        watch.stop()
+    conds = job_conditions(cp, "fail")
+    assert conds["Failed"]["reason"] == "BackoffLimitExceeded"
+    assert conds["Failed"]["message"] == "Job has reached the specified backoff limit"
+    st = cp.get_json("job", "fail")["status"]
+    assert st["failed"] == 3 and not st.get("succeeded") and not st.get("active")
+    pods = job_pods(cp, "fail")
+    assert len(pods) == 3 and all(p["status"]["phase"] == "Failed" for p in pods)
+    # back-off 10 s then 20 s, x0.1: the replacement waits ~1 s, then ~2 s after a failure
+    order = sorted(watch.seen, key=watch.seen.get)
+    assert len(order) == 3, watch.seen
+    gap1 = watch.seen[order[1]] - watch.failed[order[0]]
+    gap2 = watch.seen[order[2]] - watch.failed[order[1]]
+    print(f"back-off gaps: {gap1:.2f}s, {gap2:.2f}s")
+    assert 0.7 < gap1 < gap2, (gap1, gap2)
+    assert gap2 > 1.6, (gap1, gap2)
+    assert ("Warning", "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit") in events(cp, "fail")
+
+
+@e2e
+def test_e2e_on_failure_restarts_in_place_and_completes(control_plane):
+    cp = control_plane
+    apply(cp, job_manifest("flaky", restart="OnFailure",
+                           annotations={"run-seconds": "0.3", "fail-times": 1}))
+    cp.kubectl("wait", "--for=condition=complete", "job/flaky", "--timeout=30s", timeout=40)
+    (pod,) = job_pods(cp, "flaky")
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 1
+    st = cp.get_json("job", "flaky")["status"]
+    assert st["succeeded"] == 1 and not st.get("failed")
+
+
+@e2e
+def test_e2e_indexed_job_hostnames_and_indexes(control_plane):
+    cp = control_plane
+    m = job_manifest("idx", completions=3, parallelism=3, completionMode="Indexed",
+                     annotations={"run-seconds": "0.5"})
+    apply(cp, m)
+    cp.kubectl("wait", "--for=condition=complete", "job/idx", "--timeout=30s", timeout=40)
+    st = cp.get_json("job", "idx")["status"]
+    assert st["completedIndexes"] == "0-2" and st["succeeded"] == 3
+    pods = sorted(job_pods(cp, "idx"),
+                  key=lambda p: int(p["metadata"]["annotations"][jc.COMPLETION_INDEX]))
+    assert [p["spec"]["hostname"] for p in pods] == ["idx-0", "idx-1", "idx-2"]
+    for i, p in enumerate(pods):
+        assert p["metadata"]["name"].startswith(f"idx-{i}-")
+        assert p["metadata"]["labels"][jc.COMPLETION_INDEX] == str(i)
+        env = {e["name"]: e for e in p["spec"]["containers"][0].get("env", [])}
+        assert env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+            "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+
+
+@e2e
+def test_e2e_active_deadline_fails_the_job(control_plane):
+    cp = control_plane
+    apply(cp, job_manifest("slow", activeDeadlineSeconds=20,
+                           annotations={"run-seconds": 600}))
+    cp.kubectl("wait", "--for=condition=failed", "job/slow", "--timeout=30s", timeout=40)
+    c = job_conditions(cp, "slow")["Failed"]
+    assert (c["reason"], c["message"]) == ("DeadlineExceeded",
+                                          "Job was active longer than specified deadline")
+    wait_for(lambda: job_pods(cp, "slow") == [], 15, 0.2, "the running pod deleted")
+    assert cp.get_json("job", "slow")["status"]["failed"] == 1
+    assert any(r == "DeadlineExceeded" for _, r, _ in events(cp, "slow"))
+
+
+@e2e
+def test_e2e_ttl_after_finished_deletes_the_job(control_plane):
+    cp = control_plane
+    apply(cp, job_manifest("short", ttlSecondsAfterFinished=20,
+                           annotations={"run-seconds": "0.3"}))
+
+    def gone():
+        return cp.kubectl("get", "job", "short", check=False).returncode != 0
+    wait_for(gone, 30, 0.3, "the finished job deleted after its TTL (2 s)")
+
+
+@e2e
+def test_e2e_deleting_a_job_removes_its_pods(control_plane):
+    cp = control_plane
+    apply(cp, job_manifest("doomed", completions=2, parallelism=2,
+                           annotations={"run-seconds": 600}))
+    wait_for(lambda: sum(p["status"].get("phase") == "Running"
+                         for p in job_pods(cp, "doomed")) == 2, 20, 0.2, "2 running pods")
+    cp.kubectl("delete", "job", "doomed", "--wait=false")
+    wait_for(lambda: job_pods(cp, "doomed") == [], 20, 0.3,
+             "the garbage collector removing the job's pods")
+
+
+def cron_manifest(name: str, *, policy="Allow", suspend=False, run_seconds=300,
+                  **spec) -> dict:
+    jt = job_manifest("x", annotations={"run-seconds": run_seconds})["spec"]
+    s = {"schedule": "*/1 * * * *", "concurrencyPolicy": policy, "suspend": suspend,
+         "jobTemplate": {"spec": jt}}
+    s.update(spec)
+    return {"apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": name, "namespace": "default"}, "spec": s}
+
+
+def cron_jobs(cp, cj: str) -> list[dict]:
+    out = []
+    for j in cp.get_json("jobs")["items"]:
+        refs = j["metadata"].get("ownerReferences") or []
+        if any(r.get("kind") == "CronJob" and r.get("name") == cj for r in refs):
+            out.append(j)
+    return out
+
+
+def set_last_schedule(cp, cj: str, seconds_ago: int) -> None:
+    t = datetime.datetime.now(UTC) - datetime.timedelta(seconds=seconds_ago)
+    cp.kubectl("patch", "cronjob", cj, "--subresource=status", "--type=merge", "-p",
+               json.dumps({"status": {"lastScheduleTime": t.strftime("%Y-%m-%dT%H:%M:%SZ")}}))
+
+
+@e2e
+def test_e2e_cronjob_concurrency_policies_and_suspend(control_plane):
+    """Allow overlaps, Forbid skips while its job runs, Replace replaces it, a suspended
+    CronJob starts nothing. Each gets its first job at once (lastScheduleTime set back, so a
+    schedule was missed), the second at the next minute boundary: ≤ ~65 s."""
+    cp = control_plane
+    for name, policy, suspend in (("c-allow", "Allow", False), ("c-forbid", "Forbid", False),
+                                  ("c-replace", "Replace", False),
+                                  ("c-suspended", "Allow", True)):
+        apply(cp, cron_manifest(name, policy=policy, suspend=suspend))
+    set_last_schedule(cp, "c-allow", 3 * 3600)     # 180 missed: TooManyMissedTimes
+    for name in ("c-forbid", "c-replace", "c-suspended"):
+        set_last_schedule(cp, name, 300)
+    wait_for(lambda: all(len(cron_jobs(cp, n)) == 1
+                         for n in ("c-allow", "c-forbid", "c-replace")), 20, 0.3,
+             "a job for the missed schedule of each CronJob")
+    first = {n: cron_jobs(cp, n)[0] for n in ("c-allow", "c-forbid", "c-replace")}
+    for n, j in first.items():
+        md = j["metadata"]
+        stamp = md["annotations"][cjc.SCHEDULED_TIMESTAMP]
+        scheduled = datetime.datetime.fromisoformat(stamp)
+        assert scheduled.second == 0
+        assert md["name"] == f"{n}-{int(scheduled.timestamp()) // 60}"
+        assert md["ownerReferences"][0]["kind"] == "CronJob"
+        assert md["ownerReferences"][0]["controller"] is True
+        cj = cp.get_json("cronjob", n)
+        assert [r["name"] for r in cj["status"]["active"]] == [md["name"]]
+        assert cj["status"]["lastScheduleTime"] == stamp
+        assert ("Normal", "SuccessfulCreate", f"Created job {md['name']}") in events(cp, n)
+    assert any(r == "TooManyMissedTimes" for _, r, _ in events(cp, "c-allow"))
+
+    wait_for(lambda: len(cron_jobs(cp, "c-allow")) == 2, 70, 0.5,
+             "Allow starting a second job beside the running one at the next minute")
+    cj = cp.get_json("cronjob", "c-allow")
+    assert len(cj["status"]["active"]) == 2
+    wait_for(lambda: any(r == "JobAlreadyActive" for _, r, _ in events(cp, "c-forbid")), 10,
+             0.3, "Forbid skipping the schedule")
+    assert [j["metadata"]["name"] for j in cron_jobs(cp, "c-forbid")] == \
+        [first["c-forbid"]["metadata"]["name"]]
+
+    def replaced():
+        names = [j["metadata"]["name"] for j in cron_jobs(cp, "c-replace")
+                 if not j["metadata"].get("deletionTimestamp")]
+        return len(names) == 1 and names[0] != first["c-replace"]["metadata"]["name"]
+    wait_for(replaced, 10, 0.3, "Replace replacing the running job")
+    assert ("Normal", "SuccessfulDelete",
+            f"Deleted job {first['c-replace']['metadata']['name']}") in events(cp, "c-replace")
+    assert cron_jobs(cp, "c-suspended") == []
+    assert not cp.get_json("cronjob", "c-suspended").get("status", {}).get("active")
+    for name in ("c-allow", "c-forbid", "c-replace", "c-suspended"):
+        cp.kubectl("delete", "cronjob", name, "--wait=false")
+
+
+@e2e
+def test_e2e_cronjob_history_limits(control_plane):
+    """Finished jobs beyond successfulJobsHistoryLimit / failedJobsHistoryLimit go, oldest
+    (by startTime, then name) first. The jobs are made here, owned by a suspended CronJob, so
+    nothing waits for a schedule."""
+    cp = control_plane
+    apply(cp, cron_manifest("hist", suspend=True, successfulJobsHistoryLimit=1,
+                            failedJobsHistoryLimit=1))
+    cj = cp.get_json("cronjob", "hist")
+    ref = {"apiVersion": "batch/v1", "kind": "CronJob", "name": "hist",
+           "uid": cj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    kinds = {"hist-0": "ok", "hist-1": "ok", "hist-2": "fail", "hist-3": "ok", "hist-4": "fail"}
+    items = []
+    for name, kind in kinds.items():
+        ann = {"run-seconds": 4, **({"exit-code": 1} if kind == "fail" else {})}
+        m = job_manifest(name, backoffLimit=0, annotations=ann)
+        m["metadata"]["ownerReferences"] = [ref]
+        items.append(m)
+    apply(cp, {"apiVersion": "v1", "kind": "List", "items": items})  # all at once
+
+    def started():
+        st = {j["metadata"]["name"]: j.get("status", {}).get("startTime")
+              for j in cron_jobs(cp, "hist")}
+        return st if len(st) == 5 and all(st.values()) else None
+    starts = wait_for(started, 15, 0.2, "all five jobs started")
+    keep = sorted(max((starts[n], n) for n, k in kinds.items() if k == kind)[1]
+                  for kind in ("ok", "fail"))
+
+    def left():
+        return sorted(j["metadata"]["name"] for j in cron_jobs(cp, "hist")
+                      if not j["metadata"].get("deletionTimestamp"))
+    wait_for(lambda: left() == keep, 25, 0.3,
+             f"only the newest successful and the newest failed job ({keep}) kept")
+    evs = events(cp, "hist")
+    for gone in sorted(set(kinds) - set(keep)):
+        assert ("Normal", "SuccessfulDelete", f"Deleted job {gone}") in evs
+    for name in keep:
+        assert job_conditions(cp, name)["Complete" if kinds[name] == "ok" else "Failed"]
+    cp.kubectl("delete", "cronjob", "hist", "--wait=false")

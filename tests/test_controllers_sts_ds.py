@@ -158,6 +158,17 @@ def test_scale_down_highest_first_one_at_a_time():
     assert ops(plan) == []
 
 
+def test_start_ordinal():
+    sts = make_sts(replicas=2)
+    sts["spec"]["ordinals"] = {"start": 5}
+    assert ops(stsc.plan_statefulset(sts, [], "rev-a", NOW, {})) == [("create", 5)]
+    plan = stsc.plan_statefulset(sts, [pod("web-0"), pod("web-5"), pod("web-6")], "rev-a",
+                                 NOW, {})
+    assert ops(plan) == [("delete", 0)]
+    assert ops(stsc.plan_statefulset(sts, [pod("web-5"), pod("web-6")], "rev-b", NOW, {})) == \
+        [("delete", 6)]
+
+
 def test_failed_pod_is_deleted_and_recreated():
     sts = make_sts()
     pods = [pod("web-0"), pod("web-1", phase="Failed", ready=False), pod("web-2")]
@@ -439,3 +450,841 @@ def test_daemonset_history_cleanup():
             "revision": i} for i in range(1, 6)]
     out = dsc.cleanup_candidates(old, {"h1"}, 2)
     assert [r["metadata"]["name"] for r in out] == ["r2", "r3", "r4"]
+
+
+# =============================================================================== in process
+class FakeAPI:
+    """Enough of ClusterClient for these controllers: objects in a dict, every write mirrored
+    into the informer caches at once, deletion immediate (as the hollow nodes finish pods)."""
+
+    def __init__(self):
+        import itertools
+        self.objs: dict[tuple[str, str | None, str], dict] = {}
+        self.rv = itertools.count(1)
+        self.uids = itertools.count(1)
+        self.factory = None
+        self.events: list[tuple[str, str, str]] = []  # (type, reason, message)
+        self.deleted: list[tuple[str, str, int | None]] = []  # (kind, name, grace)
+
+    def _mirror(self, kind: str, key: str, obj: dict | None) -> None:
+        import copy
+        for (res, _ns, _ls, _fs), inf in self.factory._informers.items():
+            if res.kind == kind:
+                if obj is None:
+                    inf.cache.pop(key, None)
+                else:
+                    inf.cache[key] = copy.deepcopy(obj)
+
+    def put(self, kind: str, obj: dict) -> dict:
+        import copy
+
+        from kubelab.client import Resource, object_key
+        md = obj.setdefault("metadata", {})
+        md.setdefault("namespace", "default") if Resource.of(kind).namespaced else None
+        md.setdefault("uid", f"uid-{next(self.uids)}")
+        md.setdefault("creationTimestamp", TS)
+        md.setdefault("generation", 1)
+        md["resourceVersion"] = str(next(self.rv))
+        r = Resource.of(kind)
+        obj.setdefault("apiVersion", f"{r.group}/{r.version}" if r.group else r.version)
+        obj.setdefault("kind", kind)
+        self.objs[(kind, md.get("namespace"), md["name"])] = obj
+        self._mirror(kind, object_key(obj), obj)
+        return copy.deepcopy(obj)
+
+    def of(self, kind: str) -> dict[str, dict]:
+        return {k[2]: o for k, o in sorted(self.objs.items()) if k[0] == kind}
+
+    def mutate(self, kind: str, name: str, fn, ns: str | None = "default") -> dict:
+        o = self.objs[(kind, ns, name)]
+        fn(o)
+        return self.put(kind, o)
+
+    @staticmethod
+    def _kind(r) -> str:
+        return r if isinstance(r, str) else r.kind
+
+    async def get(self, r, ns, name, subresource=""):
+        import copy
+
+        from kubelab.client import APIError
+        o = self.objs.get((self._kind(r), ns, name))
+        if o is None:
+            raise APIError(404, "NotFound", f"{name} not found")
+        return copy.deepcopy(o)
+
+    async def get_or_none(self, r, ns, name):
+        import copy
+        o = self.objs.get((self._kind(r), ns, name))
+        return copy.deepcopy(o) if o is not None else None
+
+    async def create(self, r, obj, namespace=None, **kw):
+        import copy
+        import uuid
+
+        from kubelab.client import APIError
+        kind = self._kind(r)
+        obj = copy.deepcopy(obj)
+        md = obj.setdefault("metadata", {})
+        if namespace:
+            md["namespace"] = namespace
+        if kind == "Event":
+            self.events.append((obj["type"], obj["reason"], obj["message"]))
+            return obj
+        if not md.get("name"):
+            md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
+        if (kind, md.get("namespace"), md["name"]) in self.objs:
+            raise APIError(409, "AlreadyExists", f"{md['name']} already exists")
+        for k in ("uid", "resourceVersion"):
+            md.pop(k, None)
+        return self.put(kind, obj)
+
+    async def update(self, r, obj, **kw):
+        import copy
+
+        from kubelab.client import APIError
+        kind, md = self._kind(r), obj["metadata"]
+        cur = self.objs.get((kind, md.get("namespace"), md["name"]))
+        if cur is None:
+            raise APIError(404, "NotFound", "gone")
+        if md.get("resourceVersion") != cur["metadata"]["resourceVersion"]:
+            raise APIError(409, "Conflict", "the object has been modified")
+        new = copy.deepcopy(obj)
+        new["status"] = cur.get("status")
+        return self.put(kind, new)
+
+    async def update_status(self, r, obj):
+        import copy
+
+        from kubelab.client import APIError
+        kind, md = self._kind(r), obj["metadata"]
+        cur = self.objs.get((kind, md.get("namespace"), md["name"]))
+        if cur is None:
+            raise APIError(404, "NotFound", "gone")
+        if md.get("resourceVersion") != cur["metadata"]["resourceVersion"]:
+            raise APIError(409, "Conflict", "the object has been modified")
+        cur["status"] = copy.deepcopy(obj.get("status") or {})
+        return self.put(kind, cur)
+
+    async def patch(self, r, ns, name, patch, *, patch_type="", **kw):
+        from kubelab.client import APIError
+        kind = self._kind(r)
+        if kind == "Event":
+            return {"metadata": {"name": name}}
+        o = self.objs.get((kind, ns, name))
+        if o is None:
+            raise APIError(404, "NotFound", f"{name} not found")
+
+        def merge(dst: dict, src: dict) -> None:
+            for k, v in src.items():
+                if k == "uid":
+                    continue
+                if k == "ownerReferences":
+                    refs = [x for x in dst.get(k) or []
+                            if x["uid"] not in {y["uid"] for y in v}]
+                    dst[k] = refs + [y for y in v if y.get("$patch") != "delete"]
+                elif isinstance(v, dict) and isinstance(dst.get(k), dict):
+                    merge(dst[k], v)
+                else:
+                    dst[k] = v
+        merge(o, patch)
+        return self.put(kind, o)
+
+    async def delete(self, r, ns, name, *, grace_period=None, preconditions=None, **kw):
+        import copy
+
+        from kubelab.client import APIError, object_key
+        kind = self._kind(r)
+        o = self.objs.get((kind, ns, name))
+        if o is None:
+            raise APIError(404, "NotFound", f"{name} not found")
+        if preconditions and preconditions.get("uid") not in (None, o["metadata"]["uid"]):
+            raise APIError(409, "Conflict", "Precondition failed")
+        self.deleted.append((kind, name, grace_period))
+        del self.objs[(kind, ns, name)]
+        self._mirror(kind, object_key(o), None)
+        return copy.deepcopy(o), True
+
+
+class Harness:
+    def __init__(self, cls):
+        from kubelab.client import InformerFactory
+        from kubelab.events import EventRecorder
+        self.api = FakeAPI()
+        self.api.factory = InformerFactory(self.api)
+        self.ctrl = cls(self.api, self.api.factory, EventRecorder(self.api, "kcm"))
+
+    def sync(self, key: str) -> None:
+        import asyncio
+        asyncio.run(self.ctrl.reconcile(key))
+
+    def ready(self, name: str, node: str | None = None, ok: bool = True) -> None:
+        def fn(p):
+            if node:
+                p["spec"]["nodeName"] = node
+            p["status"] = {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True" if ok else "False",
+                 "lastTransitionTime": TS}]}
+        self.api.mutate("Pod", name, fn)
+
+    def messages(self) -> list[str]:
+        return [m for _, _, m in self.api.events]
+
+
+def test_statefulset_controller_in_process():
+    h = Harness(stsc.StatefulSetController)
+    api = h.api
+    sts = make_sts()
+    sts["metadata"].pop("uid")
+    api.put("StatefulSet", sts)
+    key = "default/web"
+    for i in range(3):
+        h.sync(key)
+        h.sync(key)  # nothing more while the newest pod is not Ready
+        assert sorted(api.of("Pod")) == [f"web-{j}" for j in range(i + 1)]
+        h.ready(f"web-{i}")
+    h.sync(key)
+    revs = api.of("ControllerRevision")
+    assert [r["revision"] for r in revs.values()] == [1]
+    rev1 = next(iter(revs))
+    st = api.of("StatefulSet")["web"]["status"]
+    assert (st["readyReplicas"], st["currentRevision"], st["updateRevision"]) == (3, rev1, rev1)
+    assert sorted(api.of("PersistentVolumeClaim")) == ["data-web-0", "data-web-1", "data-web-2"]
+    assert "create Claim data-web-1 Pod web-1 in StatefulSet web success" in h.messages()
+
+    # rolling update: web-2, web-1, web-0, each Ready before the next goes
+    def image(tag):
+        def fn(o):
+            o["spec"]["template"]["spec"]["containers"][0]["image"] = f"nginx:{tag}"
+            o["metadata"]["generation"] += 1
+        return fn
+    api.mutate("StatefulSet", "web", image("2"))
+    order = []
+    for _ in range(12):
+        before = {n: p["metadata"]["uid"] for n, p in api.of("Pod").items()}
+        h.sync(key)
+        after = api.of("Pod")
+        order += [n for n in before if n not in after]
+        for n, p in after.items():
+            if p.get("status", {}).get("phase") != "Running":
+                h.ready(n)
+    assert order == ["web-2", "web-1", "web-0"]
+    revs = {r["revision"]: n for n, r in api.of("ControllerRevision").items()}
+    rev2 = revs[2]
+    st = api.of("StatefulSet")["web"]["status"]
+    assert st["currentRevision"] == st["updateRevision"] == rev2 and st["updatedReplicas"] == 3
+    assert {p["metadata"]["labels"]["controller-revision-hash"]
+            for p in api.of("Pod").values()} == {rev2}
+
+    # back to the first template: its revision is renumbered, none is created; with
+    # revisionHistoryLimit 0 the unused one goes once no pod uses it
+    def back(o):
+        image("1.25")(o)
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx"
+        o["spec"]["revisionHistoryLimit"] = 0
+    api.mutate("StatefulSet", "web", back)
+    for _ in range(12):
+        h.sync(key)
+        for n, p in api.of("Pod").items():
+            if p.get("status", {}).get("phase") != "Running":
+                h.ready(n)
+    h.sync(key)
+    assert {n: r["revision"] for n, r in api.of("ControllerRevision").items()} == {rev1: 3}
+    assert api.of("StatefulSet")["web"]["status"]["currentRevision"] == rev1
+
+    # scale down: highest first; claims stay
+    api.mutate("StatefulSet", "web", lambda o: o["spec"].update(replicas=1))
+    h.sync(key)
+    assert sorted(api.of("Pod")) == ["web-0", "web-1"]
+    h.sync(key)
+    assert sorted(api.of("Pod")) == ["web-0"]
+    assert len(api.of("PersistentVolumeClaim")) == 3
+    assert "delete Pod web-2 in StatefulSet web successful" in h.messages()
+
+
+def test_statefulset_adopts_orphans_and_releases_relabelled_pods():
+    h = Harness(stsc.StatefulSetController)
+    api = h.api
+    sts = make_sts(replicas=1, claims=False)
+    sts["metadata"].pop("uid")
+    api.put("StatefulSet", sts)
+    # (at the set's revision: an adopted pod of another revision would be replaced)
+    orphan = pod("web-0", history.new_revision(sts, 1, 0)["metadata"]["name"])
+    orphan["metadata"].pop("uid")
+    api.put("Pod", orphan)
+    stray = pod("other-0")
+    stray["metadata"].pop("uid")
+    api.put("Pod", stray)
+    h.sync("default/web")
+    refs = api.of("Pod")["web-0"]["metadata"]["ownerReferences"]
+    assert [(r["kind"], r["name"], r["controller"]) for r in refs] == \
+        [("StatefulSet", "web", True)]
+    assert "ownerReferences" not in api.of("Pod")["other-0"]["metadata"]  # not a member
+    api.mutate("Pod", "web-0", lambda p: p["metadata"]["labels"].update(app="debug"))
+    h.sync("default/web")
+    assert api.of("Pod")["web-0"]["metadata"]["ownerReferences"] == []
+
+
+def test_daemonset_controller_in_process():
+    h = Harness(dsc.DaemonSetController)
+    api = h.api
+    for i in (1, 2, 3):
+        api.put("Node", {"metadata": {"name": f"n{i}", "labels": {}}, "spec": {}})
+    ds = make_ds()
+    ds["metadata"].pop("uid")
+    api.put("DaemonSet", ds)
+    key = "default/agent"
+    h.sync(key)
+    pods = api.of("Pod")
+    assert sorted(dsc.target_node_name(p) for p in pods.values()) == ["n1", "n2", "n3"]
+    for n, p in pods.items():
+        h.ready(n, node=dsc.target_node_name(p))
+    h.sync(key)
+    st = api.of("DaemonSet")["agent"]["status"]
+    assert (st["desiredNumberScheduled"], st["numberReady"], st["updatedNumberScheduled"]) == \
+        (3, 3, 3)
+    (rev1,) = api.of("ControllerRevision").values()
+    hash1 = rev1["metadata"]["labels"]["controller-revision-hash"]
+    assert rev1["metadata"]["name"] == f"agent-{hash1}" and rev1["revision"] == 1
+    assert sum(m.startswith("Created pod: agent-") for m in h.messages()) == 3
+
+    # rolling update, one node at a time (maxUnavailable 1)
+    def image(o):
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:2"
+        o["metadata"]["generation"] += 1
+    api.mutate("DaemonSet", "agent", image)
+    for _ in range(10):
+        h.sync(key)
+        pods = api.of("Pod")
+        assert len(pods) >= 2
+        for n, p in pods.items():
+            if p.get("status", {}).get("phase") != "Running":
+                h.ready(n, node=dsc.target_node_name(p))
+    revs = {r["revision"]: r for r in api.of("ControllerRevision").values()}
+    hash2 = revs[2]["metadata"]["labels"]["controller-revision-hash"]
+    assert {p["metadata"]["labels"]["controller-revision-hash"]
+            for p in api.of("Pod").values()} == {hash2}
+    assert api.of("DaemonSet")["agent"]["status"]["updatedNumberScheduled"] == 3
+
+    # a node leaves: its pod is removed at once; a NoExecute taint removes the pod as well
+    api.objs.pop(("Node", None, "n3"))
+    api._mirror("Node", "n3", None)
+    h.sync(key)
+    assert api.deleted[-1][2] == 0  # grace period 0: no kubelet will finish it
+    assert sorted(dsc.target_node_name(p) for p in api.of("Pod").values()) == ["n1", "n2"]
+    api.mutate("Node", "n2", lambda n: n["spec"].update(
+        taints=[{"key": "k", "value": "v", "effect": "NoExecute"}]), ns=None)
+    h.sync(key)
+    assert sorted(dsc.target_node_name(p) for p in api.of("Pod").values()) == ["n1"]
+    st = api.of("DaemonSet")["agent"]["status"]
+    assert (st["desiredNumberScheduled"], st["currentNumberScheduled"]) == (1, 1)
+
+
+# =============================================================================== end to end
+pytestmark_e2e = pytest.mark.skipif(not have("kubectl"), reason="kubectl not installed")
+
+
+class KubectlWatch:
+    """`kubectl get <what> --watch --output-watch-events -o json` in the background: the events
+    in the order kubectl saw them."""
+
+    def __init__(self, cp, *args: str):
+        import os
+        import subprocess
+        import threading
+        env = dict(os.environ, KUBECONFIG=cp.kubeconfig, KUBECACHEDIR=cp.cache_dir)
+        self.proc = subprocess.Popen(
+            ["kubectl", "get", *args, "--watch", "--output-watch-events", "-o", "json"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.events: list[tuple[str, dict]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        dec = json.JSONDecoder()
+        buf = ""
+        for line in self.proc.stdout:
+            buf += line
+            while True:
+                s = buf.lstrip()
+                if not s:
+                    buf = ""
+                    break
+                try:
+                    ev, end = dec.raw_decode(s)
+                except ValueError:
+                    break
+                buf = s[end:]
+                with self._lock:
+                    self.events.append((ev.get("type", ""), ev.get("object", {})))
+
+    def snapshot(self) -> list[tuple[str, dict]]:
+        with self._lock:
+            return list(self.events)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _ready(p: dict) -> bool:
+    return stsc.is_pod_ready(p) and not p["metadata"].get("deletionTimestamp")
+
+
+def first_index(events, name, pred) -> int:
+    for i, (t, o) in enumerate(events):
+        if o.get("metadata", {}).get("name") == name and pred(t, o):
+            return i
+    return -1
+
+
+def apply(cp, *objs: dict) -> None:
+    cp.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                    "items": list(objs)}))
+
+
+def namespace(cp, name: str) -> str:
+    cp.kubectl("create", "namespace", name)
+    return name
+
+
+def sts_manifest(ns: str, name="web", replicas=3, claims=False, annotations=None, **spec):
+    tpl_md: dict = {"labels": {"app": name}}
+    if annotations:
+        tpl_md["annotations"] = annotations
+    s = {"serviceName": name, "replicas": replicas,
+         "selector": {"matchLabels": {"app": name}},
+         "template": {"metadata": tpl_md,
+                      "spec": {"containers": [{"name": "nginx", "image": "nginx:1.25"}]}},
+         **spec}
+    if claims:
+        # (no volumeMounts of "data": the API server validates StatefulSet templates as pods,
+        # which Kubernetes does not, and rejects mounts of claim templates)
+        # (storageClassName explicit: the API server does not give claims the default class)
+        s["volumeClaimTemplates"] = [{"metadata": {"name": "data"},
+                                      "spec": {"storageClassName": "standard",
+                                               "accessModes": ["ReadWriteOnce"],
+                                               "resources": {"requests": {"storage": "1Mi"}}}}]
+    svc = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"clusterIP": "None", "selector": {"app": name},
+                    "ports": [{"port": 80, "name": "web"}]}}
+    return svc, {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                 "metadata": {"name": name, "namespace": ns}, "spec": s}
+
+
+def get(cp, ns: str, *args: str) -> dict:
+    return cp.get_json("-n", ns, *args)
+
+
+def pods_of(cp, ns: str, selector: str) -> dict[str, dict]:
+    return {p["metadata"]["name"]: p for p in get(cp, ns, "pods", "-l", selector)["items"]}
+
+
+def wait_sts(cp, ns: str, name: str, timeout: float = 20.0, **want) -> dict:
+    def check():
+        s = get(cp, ns, "sts", name)
+        st = s.get("status") or {}
+        if st.get("observedGeneration") != s["metadata"].get("generation"):
+            return None
+        return s if all(st.get(k, 0) == v for k, v in want.items()) else None
+    return wait_for(check, timeout, 0.1, f"statefulset {name} with {want}")
+
+
+def wait_ds(cp, ns: str, name: str, timeout: float = 20.0, **want) -> dict:
+    def check():
+        d = get(cp, ns, "ds", name)
+        st = d.get("status") or {}
+        if st.get("observedGeneration") != d["metadata"].get("generation"):
+            return None
+        return d if all(st.get(k, 0) == v for k, v in want.items()) else None
+    return wait_for(check, timeout, 0.1, f"daemonset {name} with {want}")
+
+
+def holds(cond, seconds: float, what: str) -> None:
+    """Assert cond() stays true for `seconds` (for things that must NOT happen)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cond(), what
+        time.sleep(0.1)
+
+
+def event_messages(cp, ns: str, name: str) -> list[str]:
+    evs = get(cp, ns, "events", "--field-selector", f"involvedObject.name={name}")["items"]
+    return [e.get("message", "") for e in evs]
+
+
+@pytestmark_e2e
+def test_statefulset_ordered_create_scale_down_and_claims(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "sts-order")
+    svc, sts = sts_manifest(ns, claims=True,
+                            annotations={"hollow.kubelab.io/ready-after-seconds": "0.3"})
+    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=web") as w:
+        apply(cp, svc, sts)
+        s = wait_sts(cp, ns, "web", 30, readyReplicas=3, replicas=3)
+        evs = w.snapshot()
+    # each pod is created only after its predecessor is Running and Ready
+    for prev, nxt in (("web-0", "web-1"), ("web-1", "web-2")):
+        ready_at = first_index(evs, prev, lambda t, o: _ready(o))
+        added_at = first_index(evs, nxt, lambda t, o: t == "ADDED")
+        assert 0 <= ready_at < added_at, (prev, nxt, [(t, o["metadata"]["name"])
+                                                      for t, o in evs])
+    st = s["status"]
+    assert st["currentRevision"] == st["updateRevision"] and st["updatedReplicas"] == 3
+    pods = pods_of(cp, ns, "app=web")
+    for i in range(3):
+        p = pods[f"web-{i}"]
+        assert p["spec"]["hostname"] == f"web-{i}" and p["spec"]["subdomain"] == "web"
+        labels = p["metadata"]["labels"]
+        assert labels["statefulset.kubernetes.io/pod-name"] == f"web-{i}"
+        assert labels["apps.kubernetes.io/pod-index"] == str(i)
+        assert labels["controller-revision-hash"] == st["updateRevision"]
+        vol = next(v for v in p["spec"]["volumes"] if v["name"] == "data")
+        assert vol["persistentVolumeClaim"]["claimName"] == f"data-web-{i}"
+    claims = {c["metadata"]["name"]: c for c in get(cp, ns, "pvc")["items"]}
+    assert sorted(claims) == ["data-web-0", "data-web-1", "data-web-2"]
+    assert claims["data-web-0"]["metadata"]["labels"] == {"app": "web"}
+    uids = {n: c["metadata"]["uid"] for n, c in claims.items()}
+    msgs = event_messages(cp, ns, "web")
+    assert "create Pod web-0 in StatefulSet web successful" in msgs
+    assert "create Claim data-web-0 Pod web-0 in StatefulSet web success" in msgs
+
+    # scale down: web-2 goes first, and web-1 only once web-2 is gone; claims stay
+    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=web") as w:
+        cp.kubectl("scale", "-n", ns, "sts/web", "--replicas=1")
+        wait_sts(cp, ns, "web", 20, replicas=1, readyReplicas=1)
+        wait_for(lambda: sorted(pods_of(cp, ns, "app=web")) == ["web-0"], 10, 0.1,
+                 "only web-0 left")
+        wait_for(lambda: first_index(w.snapshot(), "web-1", lambda t, o: t == "DELETED") >= 0,
+                 10, 0.05, "kubectl to show web-1 DELETED")
+        evs = w.snapshot()
+    gone2 = first_index(evs, "web-2", lambda t, o: t == "DELETED")
+    term1 = first_index(evs, "web-1", lambda t, o: t == "DELETED" or
+                        bool(o["metadata"].get("deletionTimestamp")))
+    assert 0 <= gone2 < term1, [(t, o["metadata"]["name"]) for t, o in evs]
+    assert "delete Pod web-2 in StatefulSet web successful" in event_messages(cp, ns, "web")
+    claims = {c["metadata"]["name"]: c["metadata"]["uid"] for c in get(cp, ns, "pvc")["items"]}
+    assert claims == uids
+
+    # scale up again: the same claims come back to the same ordinals
+    cp.kubectl("scale", "-n", ns, "sts/web", "--replicas=3")
+    wait_sts(cp, ns, "web", 30, replicas=3, readyReplicas=3)
+    claims = {c["metadata"]["name"]: c["metadata"]["uid"] for c in get(cp, ns, "pvc")["items"]}
+    assert claims == uids
+    p2 = pods_of(cp, ns, "app=web")["web-2"]
+    assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "data-web-2"
+               for v in p2["spec"]["volumes"])
+
+
+@pytestmark_e2e
+def test_statefulset_ordered_ready_halts_while_a_pod_is_unready(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "sts-halt")
+    svc, sts = sts_manifest(ns, replicas=1, updateStrategy={"type": "OnDelete"})
+    apply(cp, svc, sts)
+    wait_sts(cp, ns, "web", 20, readyReplicas=1)
+    web0 = pods_of(cp, ns, "app=web")["web-0"]["metadata"]["uid"]
+    # new pods never become Ready; OnDelete leaves web-0 alone
+    cp.kubectl("patch", "-n", ns, "sts/web", "--type=merge", "-p", json.dumps(
+        {"spec": {"replicas": 3, "template": {"metadata": {"annotations": {
+            "hollow.kubelab.io/ready": "false"}}}}}))
+    wait_for(lambda: "web-1" in pods_of(cp, ns, "app=web"), 10, 0.1, "web-1 created")
+    wait_for(lambda: pods_of(cp, ns, "app=web")["web-1"]["status"].get("phase") == "Running",
+             10, 0.1, "web-1 running")
+    holds(lambda: sorted(pods_of(cp, ns, "app=web")) == ["web-0", "web-1"], 1.5,
+          "web-2 must not be created while web-1 is unready")
+    s = wait_sts(cp, ns, "web", 10, replicas=2, readyReplicas=1)
+    assert s["status"]["currentRevision"] != s["status"]["updateRevision"]
+    assert pods_of(cp, ns, "app=web")["web-0"]["metadata"]["uid"] == web0
+    # fix the template and delete the stuck pod: it comes back healthy and web-2 follows
+    cp.kubectl("patch", "-n", ns, "sts/web", "--type=json", "-p", json.dumps(
+        [{"op": "remove", "path": "/spec/template/metadata/annotations"}]))
+    cp.kubectl("delete", "-n", ns, "pod", "web-1", "--wait=false")
+    s = wait_sts(cp, ns, "web", 20, replicas=3, readyReplicas=3)
+    pods = pods_of(cp, ns, "app=web")
+    assert pods["web-0"]["metadata"]["uid"] == web0      # OnDelete: never replaced by us
+    assert pods["web-0"]["metadata"]["labels"]["controller-revision-hash"] == \
+        s["status"]["currentRevision"]
+    assert pods["web-2"]["metadata"]["labels"]["controller-revision-hash"] == \
+        s["status"]["updateRevision"]
+
+
+@pytestmark_e2e
+def test_statefulset_parallel_ignores_readiness(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "sts-parallel")
+    svc, sts = sts_manifest(ns, replicas=3, podManagementPolicy="Parallel",
+                            annotations={"hollow.kubelab.io/ready": "false"})
+    apply(cp, svc, sts)
+    wait_sts(cp, ns, "web", 20, replicas=3, readyReplicas=0)
+    cp.kubectl("scale", "-n", ns, "sts/web", "--replicas=0")
+    wait_for(lambda: not pods_of(cp, ns, "app=web"), 20, 0.1, "all pods gone")
+
+
+@pytestmark_e2e
+def test_statefulset_partitioned_rolling_update_history_and_undo(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "sts-update")
+    svc, sts = sts_manifest(ns, replicas=3)
+    apply(cp, svc, sts)
+    s1 = wait_sts(cp, ns, "web", 30, readyReplicas=3)
+    rev1 = s1["status"]["updateRevision"]
+    uids = {n: p["metadata"]["uid"] for n, p in pods_of(cp, ns, "app=web").items()}
+
+    # partition 2: only web-2 moves to the new revision
+    cp.kubectl("patch", "-n", ns, "sts/web", "--type=merge", "-p", json.dumps(
+        {"spec": {"updateStrategy": {"type": "RollingUpdate",
+                                     "rollingUpdate": {"partition": 2}},
+                  "template": {"spec": {"containers": [{"name": "nginx",
+                                                        "image": "nginx:1.26"}]}}}}))
+    s = wait_sts(cp, ns, "web", 20, updatedReplicas=1, readyReplicas=3)
+    rev2 = s["status"]["updateRevision"]
+    assert rev2 != rev1 and s["status"]["currentRevision"] == rev1
+    pods = pods_of(cp, ns, "app=web")
+    assert pods["web-2"]["metadata"]["uid"] != uids["web-2"]
+    assert pods["web-2"]["spec"]["containers"][0]["image"] == "nginx:1.26"
+    for n in ("web-0", "web-1"):
+        assert pods[n]["metadata"]["uid"] == uids[n]
+        assert pods[n]["metadata"]["labels"]["controller-revision-hash"] == rev1
+    cp.kubectl("rollout", "status", "-n", ns, "sts/web", "--timeout=20s")
+
+    # partition 0: web-1 then web-0, one at a time
+    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=web") as w:
+        cp.kubectl("patch", "-n", ns, "sts/web", "--type=merge", "-p",
+                   '{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}')
+        s = wait_sts(cp, ns, "web", 30, updatedReplicas=3, readyReplicas=3, currentReplicas=3)
+        evs = w.snapshot()
+    assert s["status"]["currentRevision"] == s["status"]["updateRevision"] == rev2
+    gone1 = first_index(evs, "web-1", lambda t, o: t == "DELETED")
+    ready1 = first_index(evs, "web-1", lambda t, o: t != "DELETED" and _ready(o) and
+                         o["metadata"]["labels"].get("controller-revision-hash") == rev2)
+    term0 = first_index(evs, "web-0", lambda t, o: t == "DELETED" or
+                        bool(o["metadata"].get("deletionTimestamp")))
+    assert 0 <= gone1 < ready1 < term0, [(t, o["metadata"]["name"]) for t, o in evs]
+    cp.kubectl("rollout", "status", "-n", ns, "sts/web", "--timeout=20s")
+
+    # kubectl rollout history / undo work on the ControllerRevisions
+    revs = get(cp, ns, "controllerrevisions")["items"]
+    assert sorted((r["metadata"]["name"], r["revision"]) for r in revs) == \
+        sorted([(rev1, 1), (rev2, 2)])
+    for r in revs:
+        assert r["data"]["spec"]["template"]["$patch"] == "replace"
+    out = cp.kubectl("rollout", "history", "-n", ns, "sts/web").stdout
+    assert [ln.split()[0] for ln in out.splitlines()[2:] if ln.strip()] == ["1", "2"]
+    out = cp.kubectl("rollout", "history", "-n", ns, "sts/web", "--revision=1").stdout
+    assert "nginx:1.25" in out
+    cp.kubectl("rollout", "undo", "-n", ns, "sts/web")
+    s = wait_sts(cp, ns, "web", 30, updatedReplicas=3, readyReplicas=3, currentReplicas=3)
+    assert s["status"]["updateRevision"] == s["status"]["currentRevision"] == rev1
+    images = {p["spec"]["containers"][0]["image"] for p in pods_of(cp, ns, "app=web").values()}
+    assert images == {"nginx:1.25"}
+    revs = {r["metadata"]["name"]: r["revision"]
+            for r in get(cp, ns, "controllerrevisions")["items"]}
+    assert revs == {rev1: 3, rev2: 2}
+
+
+@pytestmark_e2e
+def test_statefulset_recreates_a_failed_pod(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "sts-failed")
+    svc, sts = sts_manifest(ns, replicas=1)
+    apply(cp, svc, sts)
+    wait_sts(cp, ns, "web", 20, readyReplicas=1)
+    uid = pods_of(cp, ns, "app=web")["web-0"]["metadata"]["uid"]
+    cp.kubectl("patch", "-n", ns, "pod", "web-0", "--subresource=status", "--type=merge", "-p",
+               '{"status":{"phase":"Failed"}}')
+
+    def replaced():
+        p = pods_of(cp, ns, "app=web").get("web-0")
+        return p and p["metadata"]["uid"] != uid and _ready(p)
+    wait_for(replaced, 20, 0.1, "web-0 recreated with a new UID")
+    assert any("is recreating failed Pod web-0" in m for m in event_messages(cp, ns, "web"))
+
+
+# ------------------------------------------------------------------------------- DaemonSets
+def ds_manifest(ns: str, name="agent", node_selector=None, tolerations=None, **spec):
+    pspec: dict = {"containers": [{"name": "agent", "image": "busybox",
+                                   "command": ["sleep", "3600"]}]}
+    if node_selector:
+        pspec["nodeSelector"] = node_selector
+    if tolerations:
+        pspec["tolerations"] = tolerations
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": pspec},
+                     **spec}}
+
+
+def hollow_nodes(cp) -> list[str]:
+    return sorted(n for n in cp.ready_nodes() if n.startswith("hollow-node-"))
+
+
+def pods_by_node(cp, ns: str, selector: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for p in pods_of(cp, ns, selector).values():
+        if not p["metadata"].get("deletionTimestamp"):
+            out.setdefault(p["spec"].get("nodeName") or "", []).append(p)
+    return out
+
+
+@pytestmark_e2e
+def test_daemonset_one_pod_per_node_recreated_and_follows_taints(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "ds-basic")
+    nodes = hollow_nodes(cp)
+    apply(cp, ds_manifest(ns))
+    wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=len(nodes), numberReady=len(nodes),
+            numberAvailable=len(nodes), updatedNumberScheduled=len(nodes))
+    by_node = pods_by_node(cp, ns, "app=agent")
+    assert sorted(by_node) == nodes and all(len(v) == 1 for v in by_node.values())
+    p = by_node[nodes[0]][0]
+    term = p["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term == [{"matchFields": [{"key": "metadata.name", "operator": "In",
+                                      "values": [nodes[0]]}]}]
+    tols = {(t["key"], t["effect"]) for t in p["spec"]["tolerations"]}
+    assert ("node.kubernetes.io/unschedulable", "NoSchedule") in tols
+    assert ("node.kubernetes.io/not-ready", "NoExecute") in tols
+    assert f"Created pod: {p['metadata']['name']}" in event_messages(cp, ns, "agent")
+
+    # a deleted pod is replaced on the same node
+    cp.kubectl("delete", "-n", ns, "pod", p["metadata"]["name"], "--wait=false")
+    def replaced():
+        on_node = pods_by_node(cp, ns, "app=agent").get(nodes[0], [])
+        return [q["metadata"]["name"] != p["metadata"]["name"] and _ready(q)
+                for q in on_node] == [True]
+    wait_for(replaced, 20, 0.1, "a new daemon pod on the node")
+    # a NoExecute taint takes the pod away; removing it brings one back
+    try:
+        cp.kubectl("taint", "nodes", nodes[1], "kubelab-test=x:NoExecute")
+        wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=len(nodes) - 1,
+                currentNumberScheduled=len(nodes) - 1)
+        wait_for(lambda: nodes[1] not in pods_by_node(cp, ns, "app=agent"), 10, 0.1,
+                 "the tainted node's pod gone")
+    finally:
+        cp.kubectl("taint", "nodes", nodes[1], "kubelab-test=x:NoExecute-")
+    wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=len(nodes), numberReady=len(nodes))
+    assert sorted(pods_by_node(cp, ns, "app=agent")) == nodes
+    cp.kubectl("delete", "-n", ns, "ds", "agent")
+
+
+@pytestmark_e2e
+def test_daemonset_follows_node_selector(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "ds-selector")
+    nodes = hollow_nodes(cp)
+    apply(cp, ds_manifest(ns, node_selector={"kubelab-test/ds": "yes"}))
+    wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=0)
+    try:
+        cp.kubectl("label", "nodes", nodes[0], "kubelab-test/ds=yes")
+        wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=1, numberReady=1)
+        assert sorted(pods_by_node(cp, ns, "app=agent")) == [nodes[0]]
+        cp.kubectl("label", "nodes", nodes[1], "kubelab-test/ds=yes")
+        cp.kubectl("label", "nodes", nodes[0], "kubelab-test/ds-")
+        wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=1, numberReady=1,
+                numberMisscheduled=0)
+        wait_for(lambda: sorted(pods_by_node(cp, ns, "app=agent")) == [nodes[1]], 10, 0.1,
+                 "the pod moved to the newly labelled node")
+    finally:
+        for n in nodes[:2]:
+            cp.kubectl("label", "nodes", n, "kubelab-test/ds-", check=False)
+    cp.kubectl("delete", "-n", ns, "ds", "agent")
+
+
+@pytestmark_e2e
+def test_daemonset_follows_nodes_joining_and_leaving(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "ds-nodes")
+    nodes = hollow_nodes(cp)
+    # tolerate everything, as node agents' DaemonSets do, so the lifecycle controller's taints on
+    # a node without a kubelet do not matter
+    apply(cp, ds_manifest(ns, tolerations=[{"operator": "Exists"}]))
+    wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=len(nodes), numberReady=len(nodes))
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    cp.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "joining-node", "labels": {"kubernetes.io/hostname": "joining-node"}}}))
+    try:
+        cp.kubectl("patch", "node", "joining-node", "--subresource=status", "--type=merge",
+                   "-p", json.dumps({"status": {
+                       "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                       "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                       "lastHeartbeatTime": now, "lastTransitionTime": now}]}}))
+        wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=len(nodes) + 1)
+        wait_for(lambda: "joining-node" in pods_by_node(cp, ns, "app=agent"), 20, 0.1,
+                 "a daemon pod scheduled onto the new node")
+    finally:
+        cp.kubectl("delete", "node", "joining-node", "--wait=false")
+    wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=len(nodes), currentNumberScheduled=len(nodes))
+    wait_for(lambda: not any(p["spec"].get("nodeName") == "joining-node"
+                             for p in pods_of(cp, ns, "app=agent").values()), 20, 0.1,
+             "the departed node's pod removed")
+    cp.kubectl("delete", "-n", ns, "ds", "agent")
+
+
+@pytestmark_e2e
+def test_daemonset_rolling_update_history_and_undo(control_plane):
+    cp = control_plane
+    ns = namespace(cp, "ds-update")
+    nodes = hollow_nodes(cp)
+    n = len(nodes)
+    apply(cp, ds_manifest(ns))
+    d = wait_ds(cp, ns, "agent", 20, desiredNumberScheduled=n, numberAvailable=n,
+                updatedNumberScheduled=n)
+    revs = get(cp, ns, "controllerrevisions")["items"]
+    assert len(revs) == 1 and revs[0]["revision"] == 1
+    hash1 = revs[0]["metadata"]["labels"]["controller-revision-hash"]
+    assert revs[0]["metadata"]["name"] == f"agent-{hash1}"
+    assert {p["metadata"]["labels"]["controller-revision-hash"]
+            for p in pods_of(cp, ns, "app=agent").values()} == {hash1}
+    _ = d
+
+    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=agent") as w:
+        cp.kubectl("set", "image", "-n", ns, "ds/agent", "agent=busybox:1.36")
+        cp.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=30s")
+        evs = w.snapshot()
+    wait_ds(cp, ns, "agent", 20, updatedNumberScheduled=n, numberAvailable=n)
+    revs = {r["revision"]: r for r in get(cp, ns, "controllerrevisions")["items"]}
+    assert sorted(revs) == [1, 2]
+    hash2 = revs[2]["metadata"]["labels"]["controller-revision-hash"]
+    pods = pods_of(cp, ns, "app=agent").values()
+    assert {p["metadata"]["labels"]["controller-revision-hash"] for p in pods} == {hash2}
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {"busybox:1.36"}
+    # maxUnavailable 1: never fewer than n-1 ready pods during the rollout
+    ready: dict[str, bool] = {}
+    started = False
+    for t, o in evs:
+        nm = o["metadata"]["name"]
+        ready[nm] = t != "DELETED" and _ready(o)
+        if len([1 for v in ready.values() if v]) == n:
+            started = True
+        if started:
+            assert sum(ready.values()) >= n - 1, [(t, o["metadata"]["name"]) for t, o in evs]
+
+    out = cp.kubectl("rollout", "history", "-n", ns, "ds/agent").stdout
+    assert [ln.split()[0] for ln in out.splitlines()[2:] if ln.strip()] == ["1", "2"]
+    # roll back all at once (a spec change outside the template makes no revision)
+    cp.kubectl("patch", "-n", ns, "ds/agent", "--type=merge", "-p",
+               '{"spec":{"updateStrategy":{"rollingUpdate":{"maxUnavailable":"100%"}}}}')
+    cp.kubectl("rollout", "undo", "-n", ns, "ds/agent")
+    cp.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=30s")
+    wait_ds(cp, ns, "agent", 20, updatedNumberScheduled=n, numberAvailable=n)
+    revs = {r["metadata"]["labels"]["controller-revision-hash"]: r["revision"]
+            for r in get(cp, ns, "controllerrevisions")["items"]}
+    assert revs == {hash1: 3, hash2: 2}
+    pods = pods_of(cp, ns, "app=agent").values()
+    assert {p["metadata"]["labels"]["controller-revision-hash"] for p in pods} == {hash1}
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {"busybox"}

@@ -2718,9 +2718,28 @@ def _pvc_modes(o: dict) -> str:
     return _access_modes(_dct(o.get("status")).get("accessModes"))
 
 
+async def _pvc_default_class(storage, obj: dict) -> None:
+    """The DefaultStorageClass admission plugin: a claim without storageClassName gets the
+    default class (annotation storageclass.kubernetes.io/is-default-class=true; newest wins)."""
+    spec = obj.setdefault("spec", {})
+    if "storageClassName" in spec:
+        return
+    sc_kind = storage.kinds.by_kind("storage.k8s.io", "v1", "StorageClass")
+    if sc_kind is None:
+        return
+    classes = (await storage.list(sc_kind, None)).items
+    defaults = [c for c in classes if (c["metadata"].get("annotations") or {}).get(
+        "storageclass.kubernetes.io/is-default-class") == "true"]
+    if defaults:
+        newest = max(defaults, key=lambda c: (c["metadata"].get("creationTimestamp", ""),
+                                              c["metadata"]["name"]))
+        spec["storageClassName"] = newest["metadata"]["name"]
+
+
 KINDS.add(Kind(
     "PersistentVolumeClaim", "persistentvolumeclaims", short_names=("pvc",),
     subresources=("status",), default=_pvc_default, validate=_pvc_validate,
+    before_create=_pvc_default_class,
     proto="k8s.io.api.core.v1.PersistentVolumeClaim",
     columns=[
         NAME_COLUMN,

@@ -365,8 +365,8 @@ def _special_ip(field: str, addr: str) -> list[Cause]:
     ip = ipaddress.ip_address(addr)
     if ip.is_unspecified:
         return [invalid(field, addr, "may not be unspecified (0.0.0.0, ::)")]
-    if ip.is_loopback:
-        return [invalid(field, addr, "may not be in the loopback range (127.0.0.0/8, ::1/128)")]
+    # Kubernetes refuses loopback endpoints; kubelab's unprivileged network plan gives pods
+    # loopback addresses (127.244.N.x), so they are allowed here as in core Endpoints.
     if ip.is_link_local:
         return [invalid(field, addr, "may not be in the link-local range (169.254.0.0/16, "
                                      "fe80::/10)")]

@@ -1,0 +1,60 @@
+"""The kubelab CLI as a user runs it: up, status, kill/start, logs, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import free_port_offset, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def kubelab(*args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "kubelab", *args], capture_output=True, text=True,
+                       timeout=timeout, cwd=os.path.dirname(os.path.dirname(__file__)))
+    if check and p.returncode != 0:
+        raise AssertionError(f"kubelab {' '.join(args)}: {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def test_up_status_kill_start_down(tmp_path):
+    sd = str(tmp_path / "lab")
+    off = str(free_port_offset())
+    try:
+        out = kubelab("up", "--state-dir", sd, "--port-offset", off).stdout
+        assert "cluster ready in" in out and "export KUBECONFIG=" in out
+        assert os.path.exists(os.path.join(sd, "kubeconfig"))
+        st = json.loads(kubelab("status", "--state-dir", sd, "-o", "json").stdout)
+        roles = sorted(r.get("role") for r in st["stores"])
+        assert roles == ["follower", "follower", "leader"]
+        assert st["apiserver"]["ready"] is True
+        leader = next(r["name"] for r in st["stores"] if r["role"] == "leader")
+        assert "killed" in kubelab("kill", leader, "--state-dir", sd).stdout
+
+        def new_leader():
+            s = json.loads(kubelab("status", "--state-dir", sd, "-o", "json").stdout)
+            rows = {r["name"]: r for r in s["stores"]}
+            leaders = [n for n, r in rows.items() if r.get("role") == "leader"]
+            return rows[leader]["state"] == "down" and leaders and leaders[0] != leader
+        wait_for(new_leader, 20, 0.3, "a new store leader")
+        others = [n for n in ("store-1", "store-2", "store-3") if n != leader]
+        kubelab("kill", others[0], "--state-dir", sd)
+        text = kubelab("status", "--state-dir", sd).stdout
+        assert "WARNING: store quorum lost (1/3 members up, 2 needed)" in text
+        kubelab("start", leader, "--state-dir", sd)
+        kubelab("start", others[0], "--state-dir", sd)
+        wait_for(lambda: "store quorum: ok (3/3" in kubelab("status", "--state-dir", sd).stdout,
+                 30, 0.3, "quorum back")
+        assert "serving clients" in kubelab("logs", "store-1", "--state-dir", sd).stdout
+        p = kubelab("kill", "store-9", "--state-dir", sd, check=False)
+        assert p.returncode == 1 and "no component 'store-9'" in p.stderr
+    finally:
+        kubelab("down", "--state-dir", sd, check=False)
+    assert not os.path.exists(sd)
+    # down is idempotent
+    assert "no cluster" in kubelab("down", "--state-dir", sd).stdout
