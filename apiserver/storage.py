@@ -390,8 +390,11 @@ class Storage:
             await kind.before_update(self, new, old)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") \
                 and (old["metadata"].get("finalizers") or kind.hold_on_delete) and \
-                not (kind.hold_on_delete and kind.hold_on_delete(new)):
-            # the last finalizer was removed from an object being deleted: delete it now
+                not (kind.hold_on_delete and kind.hold_on_delete(new)) and \
+                not (kind.graceful_delete and
+                     (new["metadata"].get("deletionGracePeriodSeconds") or 0) > 0):
+            # the last finalizer was removed from an object being deleted: delete it now (a pod
+            # still in its grace period stays until the node agent deletes it with grace 0)
             if not dry_run:
                 rev = await self._cas_delete(kind, key, new["metadata"]["name"], mod_rev)
                 new["metadata"]["resourceVersion"] = str(rev)

@@ -733,6 +733,8 @@ class DeploymentController(Controller):
         except APIError as e:
             if e.conflict:
                 raise _Requeue(f"deployment {_md(d).get('name')} changed") from None
+            if e.not_found:
+                raise _Requeue(f"deployment {_md(d).get('name')} is gone") from None
             raise
         self._replace(d, fresh)
 
@@ -1071,8 +1073,9 @@ class DeploymentController(Controller):
     async def scale(self, d: dict, new_rs: dict | None, old_rss: list[dict]) -> None:
         target = find_active_or_latest(new_rs, old_rss)
         if target is not None:
-            if replicas(target) != replicas(d):
-                await self.scale_rs_and_record(target, replicas(d), d)
+            # (unlike kube, also refresh stale desired/max-replicas annotations of an already
+            # right-sized set, so the scaling event it signals is over)
+            await self.scale_rs(target, replicas(d), d)
             return
         if is_saturated(d, new_rs):
             for old in active(old_rss):

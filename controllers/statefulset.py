@@ -354,7 +354,7 @@ def plan_statefulset(sts: dict, pods: Iterable[dict], update_revision: str, now:
             stale = _stale_claim(sts, o, claims)
             if stale:
                 if monotonic:
-                    return wait(f"claim {stale} is being deleted")
+                    return wait(f"claim {stale} is stale or being deleted")
                 continue
             plan.steps.append(Step("create", o))
             if monotonic:
@@ -420,11 +420,21 @@ def plan_statefulset(sts: dict, pods: Iterable[dict], update_revision: str, now:
 
 
 def _stale_claim(sts: dict, ordinal: int, claims: dict[str, dict] | None) -> str:
+    """A claim the pod for `ordinal` must not be created with yet (PodClaimIsStale): one being
+    deleted, or (whenScaled=Delete) one still owned by an earlier pod of that name, which the
+    garbage collector is about to delete."""
     if claims is None:
         return ""
+    scaled_delete = retention_policy(sts)[1] == "Delete"
+    name = pod_name(sts, ordinal)
     for c in persistent_volume_claims(sts, ordinal).values():
         have = claims.get(c["metadata"]["name"])
-        if have is not None and have.get("metadata", {}).get("deletionTimestamp"):
+        if have is None:
+            continue
+        if have.get("metadata", {}).get("deletionTimestamp"):
+            return c["metadata"]["name"]
+        if scaled_delete and any(r.get("kind") == "Pod" and r.get("name") == name
+                                 for r in have["metadata"].get("ownerReferences") or []):
             return c["metadata"]["name"]
     return ""
 

@@ -649,6 +649,33 @@ spec:
     cp.kubectl("delete", "rs", "adopter")
 
 
+def test_replicaset_min_ready_seconds(control_plane):
+    """Ready pods count as available only after minReadySeconds (50 s, i.e. 5 s at x0.1)."""
+    cp = control_plane
+    _apply(cp, """
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: slowavail}
+spec:
+  replicas: 2
+  minReadySeconds: 50
+  selector: {matchLabels: {app: slowavail}}
+  template:
+    metadata: {labels: {app: slowavail}}
+    spec:
+      containers: [{name: c, image: nginx}]
+""")
+
+    def status():
+        return cp.get_json("rs", "slowavail")["status"]
+    wait_for(lambda: status().get("readyReplicas") == 2
+             and not status().get("availableReplicas"), 20, 0.1, "2 ready, none available")
+    t0 = time.monotonic()
+    wait_for(lambda: status().get("availableReplicas") == 2, 20, 0.1, "2 available")
+    assert time.monotonic() - t0 > 1.0
+    cp.kubectl("delete", "rs", "slowavail")
+
+
 RC_MANIFEST = """
 apiVersion: v1
 kind: ReplicationController

@@ -239,6 +239,13 @@ def test_claim_retention_owner_references():
                                  {"data-web-0": {"metadata": {"name": "data-web-0",
                                                               "deletionTimestamp": TS}}})
     assert ops(plan) == [] and "being deleted" in plan.blocked
+    # whenScaled=Delete: a claim still owned by the previous web-1 waits for the collector
+    owned = {"metadata": {"name": "data-web-1", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "Pod", "name": "web-1", "uid": "old"}]}}
+    plan = stsc.plan_statefulset(make_sts(when_scaled="Delete"), [pod("web-0")], "rev-a", NOW,
+                                 {"data-web-0": {"metadata": {"name": "data-web-0"}},
+                                  "data-web-1": owned})
+    assert ops(plan) == [] and "stale" in plan.blocked
 
 
 # =============================================================================== history units
