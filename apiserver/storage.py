@@ -320,6 +320,10 @@ class Storage:
         new = copy.deepcopy(new)
         md = new.setdefault("metadata", {})
         omd = old["metadata"]
+        if md.get("uid") and md["uid"] != omd.get("uid"):
+            raise errors.invalid(kind.kind, omd["name"], [Cause(
+                "metadata.uid", f'Invalid value: "{md["uid"]}": field is immutable')],
+                kind.group)
         new["apiVersion"] = kind.api_version
         new["kind"] = kind.kind
         # server-owned metadata cannot be changed by clients

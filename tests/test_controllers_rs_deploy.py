@@ -422,6 +422,186 @@ def test_expectations():
     assert e.satisfied("ns/b")
 
 
+# ============================================================================ fake API harness
+class FakeInformer:
+    def __init__(self):
+        self.cache: dict[str, dict] = {}
+        self.handlers: list = []
+
+    def add_handler(self, h):
+        self.handlers.append(h)
+
+    def get(self, ns, name):
+        return self.cache.get(f"{ns}/{name}")
+
+    def list(self, ns=None):
+        return [o for o in self.cache.values() if ns is None or o["metadata"]["namespace"] == ns]
+
+    def put(self, obj):
+        key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        old = self.cache.get(key)
+        self.cache[key] = obj
+        for h in self.handlers:
+            h("ADDED" if old is None else "MODIFIED", obj, old)
+
+
+class FakeInformers:
+    def __init__(self):
+        self.by_kind: dict[str, FakeInformer] = {}
+
+    def informer(self, kind):
+        return self.by_kind.setdefault(kind, FakeInformer())
+
+
+class FakeRecorder:
+    def __init__(self):
+        self.events: list[tuple[str, str]] = []
+
+    async def normal(self, obj, reason, message):
+        self.events.append((reason, message))
+
+    async def warning(self, obj, reason, message):
+        self.events.append((reason, message))
+
+
+class FakeClient:
+    """An in-memory API: objects by (kind, ns, name); every write bumps resourceVersion."""
+
+    def __init__(self):
+        self.objects: dict[tuple, dict] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.rv = 100
+        self.n = 0
+
+    def _bump(self, obj):
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        return json.loads(json.dumps(obj))
+
+    def add(self, kind, obj):
+        self.objects[(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
+        return self._bump(obj)
+
+    async def get(self, kind, ns, name):
+        o = self.objects.get((kind, ns, name))
+        if o is None:
+            raise rsc.APIError(404, "NotFound", f"{name} not found")
+        return json.loads(json.dumps(o))
+
+    async def get_or_none(self, kind, ns, name):
+        o = self.objects.get((kind, ns, name))
+        return json.loads(json.dumps(o)) if o else None
+
+    async def create(self, kind, obj, ns=None):
+        obj = json.loads(json.dumps(obj))
+        md = obj["metadata"]
+        if not md.get("name"):
+            self.n += 1
+            md["name"] = f"{md['generateName']}{self.n:05d}"
+        md.setdefault("namespace", ns)
+        if (kind, md["namespace"], md["name"]) in self.objects:
+            raise rsc.APIError(409, "AlreadyExists", f"{md['name']} already exists")
+        md["uid"] = f"uid-{md['name']}"
+        md["creationTimestamp"] = ts()
+        md["generation"] = 1
+        self.calls.append(("create", kind, md["name"]))
+        return self.add(kind, obj)
+
+    async def update(self, kind, obj):
+        self.calls.append(("update", kind, obj["metadata"]["name"]))
+        return self.add(kind, json.loads(json.dumps(obj)))
+
+    async def update_status(self, kind, obj):
+        self.calls.append(("update_status", kind, obj["metadata"]["name"]))
+        return self.add(kind, json.loads(json.dumps(obj)))
+
+    async def patch(self, kind, ns, name, patch, **kw):
+        self.calls.append(("patch", kind, name))
+        o = self.objects[(kind, ns, name)]
+        if isinstance(patch, dict):
+            for k, v in patch.get("metadata", {}).get("annotations", {}).items():
+                o["metadata"].setdefault("annotations", {})[k] = v
+        return self._bump(o)
+
+    async def delete(self, kind, ns, name, **kw):
+        self.calls.append(("delete", kind, name))
+        return self.objects.pop((kind, ns, name)), True
+
+
+def _controller(cls):
+    client, informers, recorder = FakeClient(), FakeInformers(), FakeRecorder()
+    return cls(client, informers, recorder), client, informers, recorder
+
+
+def test_expectations_keep_a_stale_cache_from_double_creating():
+    async def run():
+        ctl, client, inf, rec = _controller(rsc.ReplicaSetController)
+        rs = client.add("ReplicaSet", {
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "fe", "namespace": "default", "uid": "rs-uid",
+                         "generation": 1},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "fe"}},
+                     "template": {"metadata": {"labels": {"app": "fe"}},
+                                  "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+        inf.informer("ReplicaSet").put(rs)
+        await ctl.reconcile("default/fe")
+        created = [c for c in client.calls if c[:2] == ("create", "Pod")]
+        assert len(created) == 3
+        assert [m for r, m in rec.events if r == "SuccessfulCreate"] == \
+            [f"Created pod: {c[2]}" for c in created]
+        # the pod cache has seen none of them yet: another sync must not create more
+        await ctl.reconcile("default/fe")
+        assert len([c for c in client.calls if c[:2] == ("create", "Pod")]) == 3
+        # the informer delivers the pods: expectations met, nothing more to do
+        for (kind, _, _), obj in list(client.objects.items()):
+            if kind == "Pod":
+                inf.informer("Pod").put(json.loads(json.dumps(obj)))
+        assert ctl.expectations.satisfied("default/fe")
+        await ctl.reconcile("default/fe")
+        assert len([c for c in client.calls if c[:2] == ("create", "Pod")]) == 3
+        # scale down to 1: two deletions expected, and a stale cache deletes no more
+        rs2 = await client.get("ReplicaSet", "default", "fe")
+        rs2["spec"]["replicas"] = 1
+        inf.informer("ReplicaSet").put(client.add("ReplicaSet", rs2))
+        await ctl.reconcile("default/fe")
+        await ctl.reconcile("default/fe")
+        assert len([c for c in client.calls if c[:2] == ("delete", "Pod")]) == 2
+        assert ctl.expectations.pending("default/fe") == (0, 2)
+    asyncio.run(run())
+
+
+def test_deployment_hash_collision_bumps_collision_count():
+    async def run():
+        ctl, client, inf, rec = _controller(dep.DeploymentController)
+        d = deployment(replicas=2, surge=1, unavailable=0)
+        d["metadata"].pop("uid")
+        d = await client.create("Deployment", d, "default")
+        inf.informer("Deployment").put(d)
+        h = dep.compute_hash(d["spec"]["template"])
+        # someone else's ReplicaSet already has the name the new one would get
+        squatter = replica_set(f"web-{h}", 0)
+        squatter["metadata"]["labels"] = {"app": "other"}
+        client.add("ReplicaSet", squatter)
+        await ctl.reconcile("default/web")
+        d = await client.get("Deployment", "default", "web")
+        assert d["status"]["collisionCount"] == 1
+        inf.informer("Deployment").put(d)
+        await ctl.reconcile("default/web")
+        h2 = dep.compute_hash(d["spec"]["template"], 1)
+        assert h2 != h
+        new = await client.get("ReplicaSet", "default", f"web-{h2}")
+        assert new["spec"]["replicas"] == 2
+        assert new["spec"]["selector"]["matchLabels"] == {"app": "web", "pod-template-hash": h2}
+        assert new["metadata"]["annotations"][dep.REVISION] == "1"
+        assert ("ScalingReplicaSet", f"Scaled up replica set web-{h2} from 0 to 2") in rec.events
+        d = await client.get("Deployment", "default", "web")
+        assert d["metadata"]["annotations"][dep.REVISION] == "1"
+        prog = rsc.get_condition(d["status"], "Progressing")
+        assert (prog["reason"], prog["message"]) == ("NewReplicaSetCreated",
+                                                     f'Created new replica set "web-{h2}"')
+    asyncio.run(run())
+
+
 # ============================================================================ end to end
 APP_NS = "default"
 
@@ -804,7 +984,11 @@ def test_rolling_update_respects_surge_and_unavailable(control_plane):
     _apply(cp, deployment_manifest("roll", replicas=4, strategy=strategy))
     _rollout_status(cp, "roll")
     with PodWatch(cp, "app=roll") as w:
-        cp.kubectl("set", "image", "deployment/roll", "app=nginx:1.27")
+        # new pods become Ready 1 s after they start, so old ones go before new ones are ready
+        cp.kubectl("patch", "deployment", "roll", "--type=strategic", "-p", json.dumps(
+            {"spec": {"template": {
+                "metadata": {"annotations": {"hollow.kubelab.io/ready-after-seconds": "1"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}}))
         _rollout_status(cp, "roll")
         wait_for(lambda: len(_live(list(w.pods.values()))) == 4, 10, 0.05, "watch caught up")
     assert not w.errors

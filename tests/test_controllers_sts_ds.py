@@ -773,6 +773,28 @@ def test_daemonset_controller_in_process():
             for p in api.of("Pod").values()} == {hash2}
     assert api.of("DaemonSet")["agent"]["status"]["updatedNumberScheduled"] == 3
 
+    # OnDelete: a new template replaces nothing until a pod is deleted
+    def on_delete(o):
+        o["spec"]["updateStrategy"] = {"type": "OnDelete"}
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:3"
+    api.mutate("DaemonSet", "agent", on_delete)
+    h.sync(key)
+    h.sync(key)
+    assert {p["metadata"]["labels"]["controller-revision-hash"]
+            for p in api.of("Pod").values()} == {hash2}
+    victim = min(api.of("Pod"))
+    import asyncio
+    asyncio.run(api.delete("Pod", "default", victim))
+    h.sync(key)
+    hashes = sorted(p["metadata"]["labels"]["controller-revision-hash"]
+                    for p in api.of("Pod").values())
+    hash3 = next(r["metadata"]["labels"]["controller-revision-hash"]
+                 for r in api.of("ControllerRevision").values() if r["revision"] == 3)
+    assert hashes == sorted([hash2, hash2, hash3])
+    for n, p in api.of("Pod").items():
+        if p.get("status", {}).get("phase") != "Running":
+            h.ready(n, node=dsc.target_node_name(p))
+
     # a node leaves: its pod is removed at once; a NoExecute taint removes the pod as well
     api.objs.pop(("Node", None, "n3"))
     api._mirror("Node", "n3", None)
@@ -825,6 +847,18 @@ class KubectlWatch:
                 buf = s[end:]
                 with self._lock:
                     self.events.append((ev.get("type", ""), ev.get("object", {})))
+
+    def started(self, names) -> KubectlWatch:
+        """Wait until the watch has listed these existing pods: it is established, so nothing
+        done afterwards can be missed."""
+        want = set(names)
+        try:
+            wait_for(lambda: want <= {o.get("metadata", {}).get("name") for _, o in
+                                      self.snapshot()}, 20, 0.05, f"kubectl watch listing {want}")
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     def snapshot(self) -> list[tuple[str, dict]]:
         with self._lock:
@@ -937,7 +971,12 @@ def test_statefulset_ordered_create_scale_down_and_claims(control_plane):
     ns = namespace(cp, "sts-order")
     svc, sts = sts_manifest(ns, claims=True,
                             annotations={"hollow.kubelab.io/ready-after-seconds": "0.3"})
-    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=web") as w:
+    # a pod the watch must list first, so it is established before the set exists
+    apply(cp, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sentinel",
+                                                                "namespace": ns},
+               "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    with KubectlWatch(cp, "pods", "-n", ns) as w:
+        w.started(["sentinel"])
         apply(cp, svc, sts)
         s = wait_sts(cp, ns, "web", 30, readyReplicas=3, replicas=3)
         evs = w.snapshot()
@@ -968,7 +1007,7 @@ def test_statefulset_ordered_create_scale_down_and_claims(control_plane):
     assert "create Claim data-web-0 Pod web-0 in StatefulSet web success" in msgs
 
     # scale down: web-2 goes first, and web-1 only once web-2 is gone; claims stay
-    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=web") as w:
+    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=web").started(pods) as w:
         cp.kubectl("scale", "-n", ns, "sts/web", "--replicas=1")
         wait_sts(cp, ns, "web", 20, replicas=1, readyReplicas=1)
         wait_for(lambda: sorted(pods_of(cp, ns, "app=web")) == ["web-0"], 10, 0.1,
@@ -1067,7 +1106,7 @@ def test_statefulset_partitioned_rolling_update_history_and_undo(control_plane):
     cp.kubectl("rollout", "status", "-n", ns, "sts/web", "--timeout=20s")
 
     # partition 0: web-1 then web-0, one at a time
-    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=web") as w:
+    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=web").started(pods) as w:
         cp.kubectl("patch", "-n", ns, "sts/web", "--type=merge", "-p",
                    '{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}')
         s = wait_sts(cp, ns, "web", 30, updatedReplicas=3, readyReplicas=3, currentReplicas=3)
@@ -1259,7 +1298,8 @@ def test_daemonset_rolling_update_history_and_undo(control_plane):
             for p in pods_of(cp, ns, "app=agent").values()} == {hash1}
     _ = d
 
-    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=agent") as w:
+    with KubectlWatch(cp, "pods", "-n", ns, "-l", "app=agent") \
+            .started(pods_of(cp, ns, "app=agent")) as w:
         cp.kubectl("set", "image", "-n", ns, "ds/agent", "agent=busybox:1.36")
         cp.kubectl("rollout", "status", "-n", ns, "ds/agent", "--timeout=30s")
         evs = w.snapshot()

@@ -166,6 +166,14 @@ def object_meta(obj: dict, namespaced: bool, name_fn=dns1123_subdomain) -> list[
         for k in ("apiVersion", "kind", "name", "uid"):
             if not ref.get(k):
                 out.append(required(f"{f}.{k}"))
+    refs = md.get("ownerReferences") or []
+    if isinstance(refs, list) and sum(1 for r in refs if isinstance(r, dict)
+                                      and r.get("controller")) > 1:
+        out.append(invalid("metadata.ownerReferences", refs,
+                           "Only one reference can have Controller set to true. Found \"true\" "
+                           "in references for " + " and ".join(
+                               f'{r.get("kind")}/{r.get("name")}' for r in refs
+                               if isinstance(r, dict) and r.get("controller"))))
     fin = md.get("finalizers")
     if fin is not None and not isinstance(fin, list):
         out.append(type_error("metadata.finalizers", fin, "a list"))
