@@ -815,6 +815,27 @@ class Listers:
     pvs: Store = dataclasses.field(default_factory=DictStore)
     storageclasses: Store = dataclasses.field(default_factory=DictStore)
     namespaces: Store = dataclasses.field(default_factory=DictStore)
+    # bumped when Services or controllers change: cached default spread selectors go stale
+    generation: int = 0
+    _selectors: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def changed(self) -> None:
+        self.generation += 1
+
+    def spread_selector(self, pi: PodInfo) -> Selector:
+        """default_spread_selector, cached per (namespace, labels, controller) until a
+        Service or controller changes: pods of one workload share it."""
+        ref = pi.controller or {}
+        key = (pi.ns, tuple(sorted(pi.labels.items())), ref.get("kind"), ref.get("name"),
+               ref.get("apiVersion"))
+        hit = self._selectors.get(key)
+        if hit is not None and hit[0] == self.generation:
+            return hit[1]
+        if len(self._selectors) > 4096:
+            self._selectors.clear()
+        sel = default_spread_selector(pi, self)
+        self._selectors[key] = (self.generation, sel)
+        return sel
 
     def namespace_labels(self, ns: str) -> dict:
         o = self.namespaces.get(None, ns)
@@ -888,12 +909,42 @@ class VolumeState:
         return any(t.matches(ni.labels, ni.name) for t in terms)
 
 
+BETA_CLASS_ANNOTATION = "volume.beta.kubernetes.io/storage-class"
+DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
+                             "storageclass.beta.kubernetes.io/is-default-class")
+
+
+def claim_class(pvc: dict, listers: Listers) -> str:
+    """The claim's StorageClass: the beta annotation, spec.storageClassName (even ""), or,
+    when neither is set, the default class (as DefaultStorageClass admission and the PV
+    controller's retroactive assignment would give it)."""
+    ann = ((pvc.get("metadata") or {}).get("annotations") or {})
+    if BETA_CLASS_ANNOTATION in ann:
+        return ann[BETA_CLASS_ANNOTATION]
+    spec = pvc.get("spec") or {}
+    if spec.get("storageClassName") is not None:
+        return spec["storageClassName"]
+    defaults = [sc for sc in listers.storageclasses.list()
+                if any(((sc.get("metadata") or {}).get("annotations") or {}).get(a) == "true"
+                       for a in DEFAULT_CLASS_ANNOTATIONS)]
+    if not defaults:
+        return ""
+    newest = max(defaults, key=lambda sc: (sc["metadata"].get("creationTimestamp") or "",
+                                           sc["metadata"]["name"]))
+    return newest["metadata"]["name"]
+
+
+def pv_class(pv: dict) -> str:
+    ann = ((pv.get("metadata") or {}).get("annotations") or {})
+    return ann.get(BETA_CLASS_ANNOTATION) or (pv.get("spec") or {}).get("storageClassName") or ""
+
+
 def _pvc_request(pvc: dict) -> int:
     return resource_amount("storage", ((((pvc.get("spec") or {}).get("resources") or {})
                                         .get("requests") or {}).get("storage")) or 0)
 
 
-def _pv_matches_claim(pv: dict, pvc: dict) -> bool:
+def _pv_matches_claim(pv: dict, pvc: dict, cls: str) -> bool:
     spec, cspec = pv.get("spec") or {}, pvc.get("spec") or {}
     if (pv.get("status") or {}).get("phase", "Available") != "Available":
         return False
@@ -901,7 +952,7 @@ def _pv_matches_claim(pv: dict, pvc: dict) -> bool:
     md = pvc.get("metadata") or {}
     if ref and (ref.get("name") != md.get("name") or ref.get("namespace") != md.get("namespace")):
         return False
-    if (spec.get("storageClassName") or "") != (cspec.get("storageClassName") or ""):
+    if pv_class(pv) != cls:
         return False
     if (spec.get("volumeMode") or "Filesystem") != (cspec.get("volumeMode") or "Filesystem"):
         return False
@@ -938,6 +989,7 @@ class Cycle:
         self.anti_affinity_counts: Counter = Counter()
         self.existing_anti_counts: Counter = Counter()
         self.check_pod_affinity = False
+        self.only_resources = False
         # ephemeral-storage first, then extended resources, as NodeResourcesFit checks them
         self.other_requests = sorted(((k, v) for k, v in pi.requests.items()
                                       if k not in ("cpu", "memory", "pods") and v > 0),
@@ -954,6 +1006,10 @@ class Cycle:
         if hard:
             self._prefilter_spread(hard)
         self._prefilter_interpod()
+        # nothing but resources to check: Algorithm.schedule tests the common case inline
+        self.only_resources = not (pi.host_ports or self.volumes is not None or
+                                   self.spread_hard or self.check_pod_affinity or
+                                   not pi.node_affinity.always() or self.other_requests)
         return None
 
     def _prefilter_volumes(self) -> Status | None:
@@ -970,7 +1026,7 @@ class Cycle:
             if vol:
                 vs.bound_pvs.append(self.listers.pvs.get(None, vol))
                 continue
-            cls_name = (pvc.get("spec") or {}).get("storageClassName") or ""
+            cls_name = claim_class(pvc, self.listers)
             sc = self.listers.storageclasses.get(None, cls_name) if cls_name else None
             if not sc or sc.get("volumeBindingMode") != "WaitForFirstConsumer":
                 return Status(UNRESOLVABLE, (ERR_UNBOUND_IMMEDIATE_PVC,), "VolumeBinding")
@@ -1122,9 +1178,10 @@ class Cycle:
                 plans.append(ClaimPlan(pvc))
                 continue
             best = None
+            cls = claim_class(pvc, self.listers)
             for pv in self.listers.pvs.list():
                 name = pv["metadata"]["name"]
-                if name in taken or not _pv_matches_claim(pv, pvc) or \
+                if name in taken or not _pv_matches_claim(pv, pvc, cls) or \
                         not VolumeState.pv_fits(pv, ni):
                     continue
                 cap = resource_amount("storage", ((pv.get("spec") or {}).get("capacity") or {})
@@ -1135,8 +1192,7 @@ class Cycle:
                 taken.add(best[1]["metadata"]["name"])
                 plans.append(ClaimPlan(pvc, best[1]))
                 continue
-            sc = self.listers.storageclasses.get(
-                None, (pvc.get("spec") or {}).get("storageClassName") or "") or {}
+            sc = self.listers.storageclasses.get(None, cls) or {}
             prov = sc.get("provisioner") or ""
             if not prov or prov == "kubernetes.io/no-provisioner":
                 return None
@@ -1229,7 +1285,7 @@ class Cycle:
                            for c in pi.spread if not c.hard]
             require_all = True
         else:
-            sel = default_spread_selector(pi, self.listers)
+            sel = self.listers.spread_selector(pi)
             if not sel.requirements:
                 return None
             constraints = [(k, skew, sel, None) for k, skew in DEFAULT_SPREAD]
@@ -1239,46 +1295,45 @@ class Cycle:
         keys = [k for k, _, _, _ in constraints]
         ignored = {ni.name for ni in feasible
                    if require_all and not all(k in ni.labels for k in keys)}
-        # topology domain counts (non-hostname keys over all eligible nodes)
-        weights = []
-        pair_counts: list[Counter | None] = []
-        for key, _skew, sel, c in constraints:
+        # per constraint: the matching pods per node (hostname) or per topology value
+        active = []
+        for key, skew, sel, c in constraints:
             counts = self.state.counts.get(self.state, pi.ns, sel)
             if key == LABEL_HOSTNAME:
                 size = len(feasible) - len(ignored)
-                pair_counts.append(None)
-            else:
-                values = {ni.labels.get(key, "") for ni in feasible if ni.name not in ignored}
-                size = len(values)
-                pc: Counter = Counter()
-                for ni in self.state.node_list():
-                    if require_all and not all(k in ni.labels for k in keys):
-                        continue
-                    v = ni.labels.get(key, "")
-                    if v not in values:
-                        continue
-                    if (c is None or c.honor_node_affinity) and \
-                            not pi.node_affinity.matches(ni.labels, ni.name):
-                        continue
-                    pc[v] += counts.get(ni.name, 0)
-                pair_counts.append(pc)
-            weights.append(math.log(size + 2))
+                active.append((key, skew - 1, math.log(size + 2), True, counts))
+                continue
+            if not any(key in ni.labels for ni in feasible):
+                continue  # no node is scored for this key (the common zone-less cluster)
+            values = {ni.labels.get(key, "") for ni in feasible if ni.name not in ignored}
+            pc: Counter = Counter()
+            for ni in self.state.node_list():
+                if require_all and not all(k in ni.labels for k in keys):
+                    continue
+                v = ni.labels.get(key, "")
+                if v not in values:
+                    continue
+                if (c is None or c.honor_node_affinity) and \
+                        not pi.node_affinity.matches(ni.labels, ni.name):
+                    continue
+                pc[v] += counts.get(ni.name, 0)
+            active.append((key, skew - 1, math.log(len(values) + 2), False, pc))
         raw: list[int | None] = []
         for ni in feasible:
             if ni.name in ignored:
                 raw.append(None)
                 continue
             s = 0.0
-            for i, (key, skew, sel, _c) in enumerate(constraints):
-                tv = ni.labels.get(key)
-                if tv is None:
-                    continue
-                if pair_counts[i] is None:
-                    cnt = self.state.counts.get(self.state, pi.ns, sel).get(ni.name, 0)
+            labels = ni.labels
+            for key, base, weight, by_node, table in active:
+                if by_node:
+                    if key in labels:
+                        s += table.get(ni.name, 0) * weight + base
                 else:
-                    cnt = pair_counts[i].get(tv, 0)
-                s += cnt * weights[i] + (skew - 1)
-            raw.append(int(_round_half_away(s)))
+                    tv = labels.get(key)
+                    if tv is not None:
+                        s += table.get(tv, 0) * weight + base
+            raw.append(math.floor(s + 0.5))  # Go's math.Round (s is never negative)
         valid = [r for r in raw if r is not None]
         if not valid:
             return [0] * len(feasible)
@@ -1340,10 +1395,6 @@ class Cycle:
         if hi - lo <= 0:
             return [0] * len(raw)
         return [int(MAX_NODE_SCORE * ((r - lo) / (hi - lo))) for r in raw]
-
-
-def _round_half_away(x: float) -> float:
-    return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
 
 
 def default_normalize(raw: list[int], reverse: bool = False) -> list[int]:
@@ -1506,9 +1557,19 @@ class Algorithm:
         n = len(nodes)
         start = self.next_start % n
         processed = 0
+        fast = cycle.only_resources
+        cpu, mem = pi.req_cpu, pi.req_mem
         for i in range(n):
             ni = nodes[(start + i) % n]
             processed += 1
+            if fast and not ni.unschedulable and not ni.filter_taints and \
+                    len(ni.pods) < ni.allowed_pods and \
+                    (cpu <= 0 or cpu <= ni.alloc_cpu - ni.req_cpu) and \
+                    (mem <= 0 or mem <= ni.alloc_mem - ni.req_mem):
+                feasible.append(ni)  # what Cycle.filter would say, without the calls
+                if len(feasible) >= want:
+                    break
+                continue
             s = cycle.filter(ni)
             if s is None:
                 feasible.append(ni)

@@ -97,6 +97,8 @@ class Scheduler:
         for name in ("pvcs", "pvs", "storageclasses"):
             getattr(self.listers, name).add_handler(self._on_volume)
         self.listers.namespaces.add_handler(self._on_namespace)
+        for name in ("services", "replicasets", "statefulsets", "replicationcontrollers"):
+            getattr(self.listers, name).add_handler(self._on_spread_owner)
 
     # ----------------------------------------------------------------- event handlers
     def responsible(self, pod: dict) -> bool:
@@ -158,6 +160,10 @@ class Scheduler:
                 (old.get("metadata") or {}).get("annotations") != \
                 (obj.get("metadata") or {}).get("annotations"):
             self.queue.move_all(VOLUME_PLUGINS)
+
+    def _on_spread_owner(self, event: str, obj: dict, old: dict | None) -> None:
+        if old is None or event == "DELETED" or old.get("spec") != obj.get("spec"):
+            self.listers.changed()  # default spreading selectors may differ now
 
     def _on_namespace(self, event: str, obj: dict, old: dict | None) -> None:
         if old is None or (old.get("metadata") or {}).get("labels") != \

@@ -903,3 +903,54 @@ def test_e2e_metrics_and_lease(control_plane):
         in body
     lease = cp.get_json("lease", "kube-scheduler", "-n", "kube-system")
     assert lease["spec"]["holderIdentity"]
+
+
+def test_e2e_volume_claim_binds_where_the_pod_goes_and_keeps_it_there(control_plane, ns):
+    cp = control_plane
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+             "spec": {"accessModes": ["ReadWriteOnce"],
+                      "resources": {"requests": {"storage": "1Gi"}}}}
+    vol = [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]
+    # the default class waits for the first consumer: the scheduler picks the node, then the
+    # claim is provisioned there (selected-node annotation) and bound before the pod binds
+    _apply(cp, ns, claim, _pod_manifest("first", volumes=vol))
+    node = _wait_nodes(cp, ns, "first", timeout=30)["first"]
+    pvc = cp.get_json("pvc", "data", "-n", ns)
+    assert pvc["status"]["phase"] == "Bound"
+    assert pvc["metadata"]["annotations"]["volume.kubernetes.io/selected-node"] == node
+    # later users of the claim follow the volume's node affinity
+    other = next(n for n in NODES if n != node)
+    _apply(cp, ns, _pod_manifest("second", volumes=vol),
+           _pod_manifest("elsewhere", volumes=vol,
+                         nodeSelector={"kubernetes.io/hostname": other}))
+    assert _wait_nodes(cp, ns, "second")["second"] == node
+    cond = _wait_unschedulable(cp, ns, "elsewhere")
+    assert cond["message"] == (
+        "0/3 nodes are available: 1 node(s) had volume node affinity conflict, 2 node(s) didn't "
+        "match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption "
+        "is not helpful for scheduling..")
+
+
+def test_e2e_scheduling_gates_hold_the_pod_until_removed(control_plane, ns):
+    cp = control_plane
+    _apply(cp, ns, _pod_manifest("gated", schedulingGates=[{"name": "example.com/wait"}]),
+           _pod_manifest("free"))
+    _wait_nodes(cp, ns, "free")
+    cond = wait_for(lambda: _scheduled_condition(cp, ns, "gated"), 15, 0.1, "SchedulingGated")
+    assert (cond["status"], cond["reason"]) == ("False", "SchedulingGated")
+    assert "SchedulingGated" in cp.kubectl("get", "pod", "gated", "-n", ns).stdout
+    cp.kubectl("patch", "pod", "gated", "-n", ns, "--type=json",
+               "-p", '[{"op": "remove", "path": "/spec/schedulingGates"}]')
+    _wait_nodes(cp, ns, "gated")
+
+
+def test_e2e_scheduler_restart_picks_up_pending_pods(control_plane, ns):
+    cp = control_plane
+    cp.cluster.kill("scheduler")
+    try:
+        _apply(cp, ns, _pod_manifest("while-down"))
+        assert not _pods(cp, ns)["while-down"]["spec"].get("nodeName")
+    finally:
+        cp.cluster.start("scheduler")
+    # the new process waits out the dead one's Lease, lists, and schedules the backlog
+    _wait_nodes(cp, ns, "while-down", timeout=30)

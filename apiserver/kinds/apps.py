@@ -11,6 +11,8 @@ pkg/registry/apps/*/strategy.go and pkg/printers/internalversion/printers.go of 
 
 from __future__ import annotations
 
+import copy
+
 import json
 import re
 from typing import Any
@@ -635,6 +637,27 @@ _STS_MUTABLE = ("replicas", "template", "updateStrategy", "minReadySeconds", "or
                 "persistentVolumeClaimRetentionPolicy")
 
 
+def _with_claim_volumes(spec: dict) -> Any:
+    """The template as its pods will be: every volumeClaimTemplate becomes a volume (a PVC
+    per pod), so mounts naming a claim template resolve during validation."""
+    tpl = spec.get("template")
+    claims = spec.get("volumeClaimTemplates")
+    if not isinstance(tpl, dict) or not isinstance(claims, list) or not claims:
+        return tpl
+    tpl = copy.deepcopy(tpl)
+    pod_spec = tpl.get("spec")
+    if not isinstance(pod_spec, dict):
+        return tpl
+    vols = pod_spec.get("volumes") if isinstance(pod_spec.get("volumes"), list) else []
+    have = {v.get("name") for v in vols if isinstance(v, dict)}
+    for c in claims:
+        name = ((c or {}).get("metadata") or {}).get("name") if isinstance(c, dict) else None
+        if name and name not in have:
+            vols = vols + [{"name": name, "persistentVolumeClaim": {"claimName": name}}]
+    pod_spec["volumes"] = vols
+    return tpl
+
+
 def _statefulset_validate(obj: dict, old: dict | None) -> list[Cause]:
     out = object_meta(obj, namespaced=True,
                       name_fn=dns1123_label if old is None else _any_name)
@@ -689,7 +712,8 @@ def _statefulset_validate(obj: dict, old: dict | None) -> list[Cause]:
     if not selector_convertible(ls):
         out.append(invalid_raw("spec.selector", selector_value(ls), ""))
     else:
-        out += validate_replica_set_template(spec.get("template"), ls, "spec.template",
+        out += validate_replica_set_template(_with_claim_volumes(spec), ls,
+                                             "spec.template",
                                              "must not be specified")
     out += non_negative("spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
     for i, pvc in enumerate(spec.get("volumeClaimTemplates") or []):
