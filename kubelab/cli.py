@@ -186,7 +186,8 @@ def cmd_up(args) -> int:
     if not cluster.components:
         cluster = Cluster.create(sd, stores=args.stores, port_offset=args.port_offset,
                                  network=args.network, time_scale=args.time_scale,
-                                 hollow_workers=args.hollow_workers)
+                                 hollow_workers=args.hollow_workers,
+                                 replicas=args.control_plane_replicas)
         print(f"creating cluster in {cluster.state_dir}")
     else:
         print(f"starting existing cluster in {cluster.state_dir}")
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--network", default="auto", choices=["auto", "loopback", "netns"])
     up.add_argument("--time-scale", type=float, default=1.0,
                     help="multiply Kubernetes' timers (0.1 = ten times faster)")
+    up.add_argument("--control-plane-replicas", type=int, default=1,
+                    help="controller managers and schedulers to run (one leads, via a Lease)")
     up.add_argument("--hollow-workers", type=int, default=0,
                     help="simulated nodes that run pods without processes (like kubemark)")
     up.add_argument("--timeout", type=float, default=30.0)

@@ -77,7 +77,8 @@ class Cluster:
                network: str = "loopback", heartbeat_ms: int = 100,
                election_ms: int = 1000, time_scale: float = 1.0,
                store_args: list[str] | None = None, apiserver: bool = True,
-               control_plane: bool = True, hollow_workers: int = 0) -> "Cluster":
+               control_plane: bool = True, hollow_workers: int = 0,
+               replicas: int = 1) -> "Cluster":
         if stores < 1:
             raise ClusterError("--stores must be at least 1")
         if network not in ("auto", "loopback"):
@@ -123,27 +124,24 @@ class Cluster:
             "apiserver", "apiserver", argv, APISERVER_ADDR, client_url=api_url, grpc_url=grpc)
         identities = {"admin": ("admin", "system:masters")}
         if control_plane:
-            identities["controller-manager"] = ("system:kube-controller-manager",
-                                                "system:masters")
-            identities["scheduler"] = ("system:kube-scheduler", "system:masters")
             ts = ["--time-scale", str(time_scale)]
-            c.components["controller-manager"] = Component(
-                "controller-manager", "controller-manager",
-                [sys.executable, "-m", "controllers", "--server", grpc,
-                 "--token-file", str(c.state_dir / "controller-manager" / "token"),
-                 "--bind-address", CONTROLLER_MANAGER_ADDR,
-                 "--secure-port", str(CONTROLLER_MANAGER_PORT + port_offset), *ts],
-                CONTROLLER_MANAGER_ADDR,
-                client_url=f"http://{CONTROLLER_MANAGER_ADDR}:"
-                           f"{CONTROLLER_MANAGER_PORT + port_offset}")
-            c.components["scheduler"] = Component(
-                "scheduler", "scheduler",
-                [sys.executable, "-m", "scheduler", "--server", grpc,
-                 "--token-file", str(c.state_dir / "scheduler" / "token"),
-                 "--bind-address", SCHEDULER_ADDR,
-                 "--secure-port", str(SCHEDULER_PORT + port_offset), *ts],
-                SCHEDULER_ADDR,
-                client_url=f"http://{SCHEDULER_ADDR}:{SCHEDULER_PORT + port_offset}")
+            for kind, module, addr_, port, user in (
+                    ("controller-manager", "controllers", CONTROLLER_MANAGER_ADDR,
+                     CONTROLLER_MANAGER_PORT, "system:kube-controller-manager"),
+                    ("scheduler", "scheduler", SCHEDULER_ADDR, SCHEDULER_PORT,
+                     "system:kube-scheduler")):
+                # replicas beyond the first are standbys, named <kind>-N (leader election)
+                for i in range(1, replicas + 1):
+                    name = kind if i == 1 else f"{kind}-{i}"
+                    identities[name] = (user, "system:masters")
+                    hport = port + port_offset + 1000 * (i - 1)
+                    c.components[name] = Component(
+                        name, kind,
+                        [sys.executable, "-m", module, "--server", grpc,
+                         "--token-file", str(c.state_dir / name / "token"),
+                         "--identity", name, "--bind-address", addr_,
+                         "--secure-port", str(hport), *ts],
+                        addr_, client_url=f"http://{addr_}:{hport}")
         if hollow_workers:
             identities["hollow-nodes"] = ("system:node:hollow", "system:masters")
             c.components["hollow-nodes"] = Component(

@@ -9,6 +9,10 @@ Pod annotations steer a hollow pod, for tests and demos:
                                              later runs with 0
   hollow.kubelab.io/ready: "false"          containers never become Ready
   hollow.kubelab.io/ready-after-seconds: "N"  Ready N (wall) seconds after start
+
+And a Node annotation simulates a dead kubelet on one node (for node-loss tests and chaos):
+  hollow.kubelab.io/heartbeat: "stopped"    no Lease renewals, no status, pods left alone;
+                                             removing it brings the node back
 """
 
 from __future__ import annotations
@@ -203,7 +207,29 @@ class HollowFleet:
         self.workers: dict[str, PodWorker] = {}
         self._ips: dict[str, set[str]] = {n: set() for n in self.nodes}
         self.pods = Informer(client, "Pod")
+        self.node_objects = Informer(client, "Node", label_selector="kubelab.io/hollow=true")
+        self.stopped: set[str] = set()
         self.ready = False
+
+    def _heartbeat_stopped(self, name: str) -> bool:
+        node = self.node_objects.get(None, name)
+        ann = ((node or {}).get("metadata", {}).get("annotations") or {})
+        return ann.get(ANN + "heartbeat") == "stopped"
+
+    def _on_node(self, event: str, node: dict, old: dict | None) -> None:
+        name = node["metadata"]["name"]
+        if name not in self.nodes:
+            return
+        if self._heartbeat_stopped(name):
+            self.stopped.add(name)
+        elif name in self.stopped:
+            # the "kubelet" is back: catch up with everything that happened to its pods
+            self.stopped.discard(name)
+            asyncio.ensure_future(self._post_status(self.nodes[name]))
+            asyncio.ensure_future(self._renew(name))
+            for pod in self.pods.list():
+                if pod.get("spec", {}).get("nodeName") == name:
+                    self._on_pod("MODIFIED", pod, None)
 
     def allocate_ip(self, node: NodeSpec) -> str:
         net = ipaddress.ip_network(node.pod_cidr)
@@ -231,6 +257,8 @@ class HollowFleet:
                 await self.client.update_status("Node", cur)
 
     async def _renew(self, name: str) -> None:
+        if name in self.stopped:
+            return
         now = time.time()
         try:
             lease = await self.client.get_or_none("Lease", "kube-node-lease", name)
@@ -254,16 +282,20 @@ class HollowFleet:
         while True:
             await asyncio.sleep(min(timescale.scaled(300.0), 30.0))
             for spec in self.nodes.values():
-                try:
-                    cur = await self.client.get("Node", None, spec.name)
-                    cur["status"] = node_status(spec)
-                    await self.client.update_status("Node", cur)
-                except APIError as e:
-                    log.debug("node status %s: %s", spec.name, e)
+                if spec.name not in self.stopped:
+                    await self._post_status(spec)
+
+    async def _post_status(self, spec: NodeSpec) -> None:
+        try:
+            cur = await self.client.get("Node", None, spec.name)
+            cur["status"] = node_status(spec)
+            await self.client.update_status("Node", cur)
+        except APIError as e:
+            log.debug("node status %s: %s", spec.name, e)
 
     def _on_pod(self, event: str, pod: dict, old: dict | None) -> None:
         node = self.nodes.get(pod.get("spec", {}).get("nodeName", ""))
-        if node is None:
+        if node is None or node.name in self.stopped:
             return
         uid = pod["metadata"]["uid"]
         w = self.workers.get(uid)
@@ -284,6 +316,9 @@ class HollowFleet:
             except APIError as e:
                 log.warning("registering nodes: %s; retrying", e)
                 await asyncio.sleep(1.0)
+        self.node_objects.add_handler(self._on_node)
+        self.node_objects.start()
+        await self.node_objects.synced.wait()
         self.pods.add_handler(self._on_pod)
         self.pods.start()
         await self.pods.synced.wait()
