@@ -123,6 +123,14 @@ class Storage:
                 return None
             raise
 
+    def cached(self, kind: Kind, namespace: str | None, name: str) -> dict | None:
+        """The watch cache's copy of an object (may trail the store slightly), or None."""
+        cache = self.caches.get(kind.plural)
+        if cache is None or not cache.ready.is_set():
+            return None
+        obj = cache.objects.get(kind.key(namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
     def _decorate(self, kind: Kind, obj: dict) -> dict:
         obj.setdefault("apiVersion", kind.api_version)
         obj.setdefault("kind", kind.kind)
@@ -216,7 +224,12 @@ class Storage:
     async def _namespace_ok(self, kind: Kind, namespace: str, name: str = "") -> None:
         if not kind.namespaced:
             return
-        ns = await self.get_or_none(self.kinds.by_kind("", "v1", "Namespace"), None, namespace)
+        ns_kind = self.kinds.by_kind("", "v1", "Namespace")
+        # the namespace lister (watch cache) first, as kube-apiserver's admission does; a miss
+        # (e.g. a namespace created a moment ago) is confirmed with a read from the store
+        ns = self.cached(ns_kind, None, namespace)
+        if ns is None:
+            ns = await self.get_or_none(ns_kind, None, namespace)
         if ns is None:
             raise errors.not_found("namespaces", namespace)
         if ns.get("metadata", {}).get("deletionTimestamp") or \
@@ -370,6 +383,13 @@ class Storage:
             raise errors.bad_request("the namespace of the provided object does not match the "
                                      "namespace sent on the request")
         key = kind.key(namespace, name)
+        want_rv = md.get("resourceVersion")
+        cached = self.cached(kind, namespace, name)
+        if want_rv and cached is not None and cached["metadata"]["resourceVersion"] == \
+                str(want_rv):
+            # the CAS on the mod revision makes the cached copy as good as a fresh read
+            return await self._write_update(kind, key, obj, cached, int(want_rv), subresource,
+                                            dry_run), False
         resp = await self._range(key)
         if not resp.kvs:
             if create_if_missing and subresource is None:
@@ -378,7 +398,6 @@ class Storage:
             raise errors.not_found(kind.plural, name, kind.group)
         kv = resp.kvs[0]
         old = decode(kv.value, kv.mod_revision)
-        want_rv = md.get("resourceVersion")
         if want_rv and str(want_rv) != str(kv.mod_revision):
             raise errors.conflict(kind.plural, name, kind.group)
         return await self._write_update(kind, key, obj, old, kv.mod_revision, subresource,
@@ -420,25 +439,36 @@ class Storage:
                                 create: Callable[[], dict] | None = None) -> dict:
         """Read-modify-write with CAS, retried on conflict (patch semantics)."""
         key = kind.key(namespace, name)
-        for _ in range(retries):
-            resp = await self._range(key)
-            if not resp.kvs:
-                if create is not None and subresource is None:
-                    return await self.create(kind, create(), dry_run=dry_run,
-                                             namespace=namespace)
-                raise errors.not_found(kind.plural, name, kind.group)
-            kv = resp.kvs[0]
-            old = decode(kv.value, kv.mod_revision)
-            self._decorate(kind, old)
+        # kube-apiserver's GuaranteedUpdate: start from the cached object; the CAS catches a
+        # stale copy, and later attempts read from the store
+        cached = self.cached(kind, namespace, name)
+        for attempt in range(retries):
+            if attempt == 0 and cached is not None:
+                old = self._decorate(kind, cached)
+                mod_rev = int(old["metadata"]["resourceVersion"])
+            else:
+                resp = await self._range(key)
+                if not resp.kvs:
+                    if create is not None and subresource is None:
+                        return await self.create(kind, create(), dry_run=dry_run,
+                                                 namespace=namespace)
+                    raise errors.not_found(kind.plural, name, kind.group)
+                kv = resp.kvs[0]
+                mod_rev = kv.mod_revision
+                old = self._decorate(kind, decode(kv.value, kv.mod_revision))
             new = mutate(copy.deepcopy(old))
             want_rv = (new.get("metadata") or {}).get("resourceVersion")
-            if want_rv and str(want_rv) != str(kv.mod_revision):
+            if want_rv and str(want_rv) != str(mod_rev):
+                if attempt == 0 and cached is not None:
+                    continue  # the cache may simply be behind: read the store
                 raise errors.conflict(kind.plural, name, kind.group)
             try:
-                return await self._write_update(kind, key, new, old, kv.mod_revision,
+                return await self._write_update(kind, key, new, old, mod_rev,
                                                 subresource, dry_run)
             except StatusError as e:
-                if e.code == 409 and e.reason == "Conflict" and not want_rv:
+                # lost a race: read again and re-apply (a resourceVersion the mutation itself
+                # asked for is checked against the fresh copy on the next attempt)
+                if e.code == 409 and e.reason == "Conflict":
                     await asyncio.sleep(random.uniform(0, 0.01))
                     continue
                 raise
