@@ -199,7 +199,8 @@ class ClusterService(cgrpc.ClusterServicer):
                 if left <= 0:
                     return
                 try:
-                    item = await asyncio.wait_for(sub.queue.get(), min(left, 10.0))
+                    item = sub.queue.get_nowait() if not sub.queue.empty() else \
+                        await asyncio.wait_for(sub.queue.get(), min(left, 10.0))
                 except asyncio.TimeoutError:
                     if request.allow_bookmarks:
                         rev = max(self.s.storage.caches[kind.plural].rev, last_rev)

@@ -441,7 +441,9 @@ class RestAPI:
                 if left <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(sub.queue.get(), min(left, 15.0))
+                    # no timer per event when events are waiting (wait_for makes a task each)
+                    item = sub.queue.get_nowait() if not sub.queue.empty() else \
+                        await asyncio.wait_for(sub.queue.get(), min(left, 15.0))
                 except asyncio.TimeoutError:
                     if bookmarks:
                         cache = self.storage.caches[kind.plural]
@@ -457,7 +459,7 @@ class RestAPI:
                 etype, obj, rev = item
                 last_rev[0] = rev
                 await resp.write(encode(etype, obj))
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
             pass
         finally:
             sub.unsubscribe()

@@ -54,6 +54,9 @@ class ListResult:
 
 def _matcher(kind: Kind, namespace: str | None, labels: Selector,
              fields: list[FieldRequirement]) -> Callable[[dict], bool]:
+    if not labels.requirements and not labels.nothing and not fields and not namespace:
+        return lambda obj: True
+
     def match(obj: dict) -> bool:
         md = obj.get("metadata", {})
         if namespace and kind.namespaced and md.get("namespace") != namespace:

@@ -93,12 +93,14 @@ class EtcdClient:
         self.timeout = timeout
         self.call_timeout = call_timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple, object] = {}
         self._next = 0
 
     async def close(self) -> None:
         for ch in self._channels.values():
             await ch.close()
         self._channels.clear()
+        self._stubs.clear()
 
     async def __aenter__(self) -> "EtcdClient":
         return self
@@ -113,6 +115,14 @@ class EtcdClient:
             self._channels[endpoint] = ch
         return ch
 
+    def _stub(self, stub_cls, endpoint: str):
+        """Stubs are cached per endpoint (building one per call showed in profiles)."""
+        key = (stub_cls, endpoint)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = stub_cls(self._channel(endpoint))
+        return stub
+
     def _rotate(self) -> str:
         ep = self.endpoints[self._next % len(self.endpoints)]
         self._next += 1
@@ -125,7 +135,7 @@ class EtcdClient:
         attempt = 0
         while True:
             ep = endpoint or self._rotate()
-            stub = stub_cls(self._channel(ep))
+            stub = self._stub(stub_cls, ep)
             try:
                 return await getattr(stub, method)(
                     request, timeout=min(self.call_timeout, max(0.1, deadline - time.monotonic())),
