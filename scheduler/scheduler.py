@@ -36,6 +36,7 @@ from .framework import (
     ClusterState,
     Listers,
     ScheduleResult,
+    is_terminal,
     pod_key,
 )
 from .queue import (
@@ -130,7 +131,8 @@ class Scheduler:
                 self.queue.move_all(AFFINITY_PLUGINS)
             return
         # pending pod
-        if not self.responsible(pod) or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        if not self.responsible(pod) or (pod.get("metadata") or {}).get("deletionTimestamp") \
+                or is_terminal(pod):
             self.queue.delete(key)
             return
         if self.state.is_assumed(key):
@@ -216,7 +218,7 @@ class Scheduler:
         ns, name = _split(key)
         pod = self.pods.get(ns, name)
         if pod is None or (pod.get("spec") or {}).get("nodeName") or \
-                (pod.get("metadata") or {}).get("deletionTimestamp") or \
+                (pod.get("metadata") or {}).get("deletionTimestamp") or is_terminal(pod) or \
                 not self.responsible(pod) or self.state.is_assumed(key):
             self.queue.delete(key)
             return False

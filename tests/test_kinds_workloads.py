@@ -486,11 +486,12 @@ CREATE_CASES = [
             "endpoints[0].addresses: Required value: must contain at least 1 address"]),
     ("discovery.k8s.io", "EndpointSlice",
      lambda: {"metadata": {"name": "s", "namespace": "d"}, "addressType": "IPv4",
-              "endpoints": [{"addresses": ["10.0.0.300", "127.0.0.1"]}]},
+              # loopback pod addresses are kubelab's unprivileged network plan: accepted
+              "endpoints": [{"addresses": ["10.0.0.300", "127.244.1.5", "0.0.0.0"]}]},
      None, [('endpoints[0].addresses[0]: Invalid value: "10.0.0.300": must be a valid IPv4 '
             "address"),
-            ('endpoints[0].addresses[1]: Invalid value: "127.0.0.1": may not be in the loopback '
-            "range (127.0.0.0/8, ::1/128)")]),
+            ('endpoints[0].addresses[2]: Invalid value: "0.0.0.0": may not be unspecified '
+             "(0.0.0.0, ::)")]),
     ("autoscaling", "HorizontalPodAutoscaler",
      lambda: {"metadata": {"name": "h", "namespace": "d"},
               "spec": {"minReplicas": 3, "maxReplicas": 2,

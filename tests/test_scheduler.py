@@ -704,6 +704,61 @@ def test_queue_gated_and_updates():
     assert "ns/g" not in q
 
 
+# ============================================================================ event handling
+def _scheduler():
+    from kubelab.client import InformerFactory
+    from scheduler.scheduler import Scheduler
+    s = Scheduler(None, InformerFactory(None), None)
+    s.queue = SchedulingQueue(initial_backoff=0, max_backoff=0)
+    s._spawn = lambda coro: coro.close()  # no API here: bindings and reports are dropped
+    return s
+
+
+def _deliver(inf, event: str, obj: dict) -> None:
+    key = f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}" \
+        if obj["metadata"].get("namespace") else obj["metadata"]["name"]
+    old = inf.cache.get(key)
+    if event == "DELETED":
+        inf.cache.pop(key, None)
+    else:
+        inf.cache[key] = obj
+    inf._dispatch(event if event != "ADDED" or old is None else "MODIFIED", obj, old)
+
+
+def test_handlers_assume_confirm_and_retry_on_room():
+    s = _scheduler()
+    _deliver(s.nodes, "ADDED", node("n1", cpu="1"))
+    p, q = pod("p", cpu="600m"), pod("q", cpu="600m")
+    for x in (p, q):
+        _deliver(s.pods, "ADDED", x)
+    assert s.queue.lengths()["active"] == 2
+    assert s.schedule_one(s.queue.pop_nowait()) is True  # p: decided, binding started
+    assert s.state.is_assumed("default/p")
+    _deliver(s.pods, "MODIFIED", {**p, "status": {"phase": "Pending", "conditions": []}})
+    assert "default/p" not in s.queue  # a pending update of an assumed pod is ignored
+    assert s.schedule_one(s.queue.pop_nowait()) is False  # q: no room left
+    assert "default/q" in s.queue.unschedulable
+    bound = {**p, "spec": {**p["spec"], "nodeName": "n1"}}
+    _deliver(s.pods, "MODIFIED", bound)  # the binding shows up in the watch
+    assert not s.state.is_assumed("default/p") and "default/p" in s.state.pods
+    _deliver(s.nodes, "MODIFIED", {**node("n1", cpu="1"), "status": {
+        **node("n1", cpu="1")["status"], "lastHeartbeat": "later"}})
+    assert "default/q" in s.queue.unschedulable  # a heartbeat changes nothing
+    _deliver(s.pods, "DELETED", bound)  # room again
+    assert s.queue.pop_nowait() == "default/q"
+    assert s.schedule_one("default/q") is True
+
+
+def test_handlers_ignore_other_schedulers_and_terminal_pods():
+    s = _scheduler()
+    _deliver(s.pods, "ADDED", pod("other", schedulerName="other-scheduler"))
+    _deliver(s.pods, "ADDED", pod("done", phase="Failed"))
+    _deliver(s.pods, "ADDED", pod("gated", schedulingGates=[{"name": "x"}]))
+    assert s.queue.pop_nowait() is None and "default/gated" in s.queue.gated
+    _deliver(s.pods, "MODIFIED", pod("gated"))
+    assert s.queue.pop_nowait() == "default/gated"
+
+
 # ============================================================================ end to end
 NODES = ("hollow-node-1", "hollow-node-2", "hollow-node-3")
 
