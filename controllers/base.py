@@ -40,6 +40,20 @@ class Controller:
             ns = obj.get("metadata", {}).get("namespace")
             self.queue.add(f"{ns}/{ref['name']}" if ns else ref["name"])
 
+    def enqueue_for_pod(self, event: str, new: dict, old: dict | None, kind: str,
+                        candidates) -> None:
+        """A pod event goes to its controller of `kind`; an orphan pod (which may be adopted)
+        goes to every candidate owner `candidates(pod)` returns. Both the new and the old
+        state count, so a pod that changed owner or labels wakes both sides."""
+        for obj in (new, old) if old is not None and old is not new else (new,):
+            ref = controller_ref(obj)
+            if ref is not None:
+                if ref.get("kind") == kind:
+                    self.queue.add(f"{obj['metadata'].get('namespace')}/{ref['name']}")
+            elif event != "DELETED":
+                for owner in candidates(obj):
+                    self.enqueue(owner)
+
     async def reconcile(self, key: str) -> None:
         raise NotImplementedError
 

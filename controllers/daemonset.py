@@ -38,7 +38,7 @@ from kubelab.client import APIError
 from kubelab.selectors import selector_from_label_selector
 
 from . import history
-from .base import Controller, controller_ref, split_key
+from .base import Controller, split_key
 from .statefulset import is_pod_available, is_pod_ready, parse_time
 
 HASH_LABEL = history.CONTROLLER_REVISION_HASH_LABEL
@@ -594,14 +594,7 @@ class DaemonSetController(Controller):
         return out
 
     def _on_pod(self, event: str, new: dict, old: dict | None) -> None:
-        for obj in (new, old) if old is not None and old is not new else (new,):
-            ref = controller_ref(obj)
-            if ref is not None:
-                if ref.get("kind") == "DaemonSet":
-                    self.queue.add(f"{obj['metadata'].get('namespace')}/{ref['name']}")
-            elif event != "DELETED":
-                for s in self._sets_for_pod(obj):
-                    self.enqueue(s)
+        self.enqueue_for_pod(event, new, old, "DaemonSet", self._sets_for_pod)
 
     def _on_node(self, event: str, new: dict, old: dict | None) -> None:
         if event == "MODIFIED" and old is not None and old is not new:

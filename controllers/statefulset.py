@@ -38,7 +38,7 @@ from kubelab.client import APIError
 from kubelab.selectors import selector_from_label_selector
 
 from . import history
-from .base import Controller, controller_ref, split_key
+from .base import Controller, split_key
 
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
@@ -515,14 +515,7 @@ class StatefulSetController(Controller):
         return out
 
     def _on_pod(self, event: str, new: dict, old: dict | None) -> None:
-        for obj in (new, old) if old is not None and old is not new else (new,):
-            ref = controller_ref(obj)
-            if ref is not None:
-                if ref.get("kind") == "StatefulSet":
-                    self.queue.add(f"{obj['metadata'].get('namespace')}/{ref['name']}")
-            elif event != "DELETED":
-                for s in self._sets_for(obj):
-                    self.enqueue(s)
+        self.enqueue_for_pod(event, new, old, "StatefulSet", self._sets_for)
 
     def _on_owned(self, event: str, new: dict, old: dict | None) -> None:
         self.enqueue_owner(new, "StatefulSet")
