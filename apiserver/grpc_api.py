@@ -115,21 +115,8 @@ class ClusterService(cgrpc.ClusterServicer):
         return await self._run(context, "create", request.ref, fn)
 
     async def _binding(self, kind, ns, request):
-        target = (self._obj(request.object).get("target") or {}).get("name")
-        if not target:
-            raise errors.invalid("Binding", request.ref.name,
-                                 [errors.Cause("target.name", "Required value")])
-
-        def mutate(pod):
-            if pod.get("spec", {}).get("nodeName"):
-                raise errors.conflict("pods/binding", request.ref.name, "",
-                                      f"pod {request.ref.name} is already assigned to node "
-                                      f"\"{pod['spec']['nodeName']}\"")
-            if pod["metadata"].get("deletionTimestamp"):
-                raise errors.conflict("pods", request.ref.name, "", "pod is being deleted")
-            pod["spec"]["nodeName"] = target
-            return pod
-        obj = await self.s.storage.guaranteed_update(kind, ns, request.ref.name, mutate)
+        obj = await verbs.bind(self.s.storage, kind, ns, request.ref.name,
+                               self._obj(request.object))
         return cpb.ObjectResponse(object=json.dumps(obj).encode())
 
     async def _update(self, request, context, sub: str | None):

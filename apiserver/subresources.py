@@ -8,7 +8,7 @@ import json
 
 from aiohttp import web
 
-from . import errors
+from . import errors, verbs
 from .kinds import Kind, get_path, set_path
 from .storage import Storage
 
@@ -93,24 +93,7 @@ class SubresourceHandlers:
 
     # ------------------------------------------------------------------ pods
     async def binding(self, request, kind: Kind, namespace, name) -> web.Response:
-        body = await self.read_body(request)
-        target = (body or {}).get("target") or {}
-        node = target.get("name")
-        if not node:
-            raise errors.invalid("Binding", name, [errors.Cause("target.name",
-                                                                "Required value")])
-
-        def mutate(pod: dict) -> dict:
-            if pod["metadata"].get("deletionTimestamp"):
-                raise errors.conflict("pods", name, "", "pod is being deleted")
-            if get_path(pod, ("spec", "nodeName")):
-                raise errors.conflict("pods/binding", name, "",
-                                      f"pod {name} is already assigned to node "
-                                      f"\"{pod['spec']['nodeName']}\"")
-            pod["spec"]["nodeName"] = node
-            return pod
-
-        await self.storage.guaranteed_update(kind, namespace, name, mutate)
+        await verbs.bind(self.storage, kind, namespace, name, await self.read_body(request))
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                       "code": 201}, 201)
 

@@ -66,12 +66,15 @@ def _drop(obj: Any, path: str) -> None:
         cur.pop(steps[-1], None)
 
 
-def record_manager(obj: dict, manager: str, operation: str) -> None:
+def record_manager(obj: dict, manager: str, operation: str, fields: dict | None = None) -> None:
+    """Record `manager` in obj's managedFields, owning the fields of `fields` (an applied
+    configuration) or, by default, of obj itself."""
     if not isinstance(obj.get("metadata"), dict):
         return
+    src = obj if fields is None else fields
     entry = {"manager": manager, "operation": operation,
-             "apiVersion": obj.get("apiVersion", ""), "time": now_rfc3339(),
-             "fieldsType": "FieldsV1", "fieldsV1": fields_v1(obj)}
+             "apiVersion": src.get("apiVersion", ""), "time": now_rfc3339(),
+             "fieldsType": "FieldsV1", "fieldsV1": fields_v1(src)}
     mf = [m for m in obj["metadata"].get("managedFields") or []
           if isinstance(m, dict) and not (m.get("manager") == manager and
                                           m.get("operation") == operation)]
@@ -151,7 +154,7 @@ async def server_side_apply(storage: Storage, kind: Kind, namespace: str | None,
     def create() -> dict:
         obj = copy.deepcopy(applied)
         obj.setdefault("metadata", {})["name"] = name
-        _record_apply(obj, applied, manager)
+        record_manager(obj, manager, "Apply", applied)
         return obj
 
     def mutate(current: dict) -> dict:
@@ -159,21 +162,11 @@ async def server_side_apply(storage: Storage, kind: Kind, namespace: str | None,
         new = strategic_merge_patch(current, _strip_meta(applied), kind.kind)
         for path in prev - _paths(applied):
             _delete_path(new, path)
-        _record_apply(new, applied, manager)
+        record_manager(new, manager, "Apply", applied)
         return new
 
     return await storage.guaranteed_update(kind, namespace, name, mutate, subresource=subresource,
                                            dry_run=dry_run, create=create)
-
-
-def _record_apply(obj: dict, applied: dict, manager: str) -> None:
-    md = obj.setdefault("metadata", {})
-    entry = {"manager": manager, "operation": "Apply",
-             "apiVersion": applied.get("apiVersion", ""), "time": now_rfc3339(),
-             "fieldsType": "FieldsV1", "fieldsV1": fields_v1(applied)}
-    mf = [m for m in md.get("managedFields") or []
-          if not (m.get("manager") == manager and m.get("operation") == "Apply")]
-    md["managedFields"] = mf + [entry]
 
 
 def parse_delete_options(opts: dict) -> dict:
@@ -263,3 +256,23 @@ def _strip_meta(applied: dict) -> dict:
         md.pop(f, None)
     return out
 
+
+
+async def bind(storage: Storage, kind: Kind, namespace: str | None, name: str,
+               binding: Any) -> dict:
+    """pods/binding: set spec.nodeName once; a pod being deleted or already bound is a 409."""
+    node = ((binding or {}).get("target") or {}).get("name") if isinstance(binding, dict) \
+        else None
+    if not node:
+        raise errors.invalid("Binding", name, [errors.Cause("target.name", "Required value")])
+
+    def mutate(pod: dict) -> dict:
+        if pod["metadata"].get("deletionTimestamp"):
+            raise errors.conflict("pods", name, "", "pod is being deleted")
+        if get_path(pod, ("spec", "nodeName")):
+            raise errors.conflict("pods/binding", name, "", f"pod {name} is already assigned "
+                                  f"to node \"{pod['spec']['nodeName']}\"")
+        pod["spec"]["nodeName"] = node
+        return pod
+
+    return await storage.guaranteed_update(kind, namespace, name, mutate)
