@@ -1,6 +1,6 @@
 """`kubelab`: bring a cluster up, look at it, break it, take it down.
 
-    kubelab up [--state-dir DIR] [--stores 3] [--port-offset N] [--network auto|loopback]
+    kubelab up [--state-dir DIR] [--stores 3] [--workers N] [--port-offset N] [--network auto|loopback]
     kubelab status [--state-dir DIR] [-o json]
     kubelab stop|start|kill <component> [--state-dir DIR]
     kubelab logs <component> [-f] [--state-dir DIR]
@@ -179,6 +179,28 @@ async def wait_ready(cluster: Cluster, timeout: float, progress=None) -> list[di
         await asyncio.sleep(0.1)
 
 
+async def wait_nodes_ready(cluster: Cluster, count: int, timeout: float,
+                           progress=None) -> None:
+    """Until `count` Nodes report Ready (the workers have registered and heartbeat)."""
+    deadline = time.monotonic() + timeout
+    shown = None
+    while True:
+        nodes = await api_get(cluster, "/api/v1/nodes")
+        ready = sum(1 for n in (nodes or {}).get("items", [])
+                    if any(c.get("type") == "Ready" and c.get("status") == "True"
+                           for c in (n.get("status") or {}).get("conditions") or []))
+        msg = f"nodes ready: {ready}/{count}"
+        if progress and msg != shown:
+            progress(msg)
+            shown = msg
+        if ready >= count:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"nodes not ready after {timeout:.0f}s ({msg}); see "
+                               f"{cluster.state_dir}/logs/")
+        await asyncio.sleep(0.1)
+
+
 def cmd_up(args) -> int:
     sd = _state_dir(args)
     cluster = Cluster(sd)
@@ -187,7 +209,7 @@ def cmd_up(args) -> int:
         cluster = Cluster.create(sd, stores=args.stores, port_offset=args.port_offset,
                                  network=args.network, time_scale=args.time_scale,
                                  hollow_workers=args.hollow_workers,
-                                 replicas=args.control_plane_replicas)
+                                 replicas=args.control_plane_replicas, workers=args.workers)
         print(f"creating cluster in {cluster.state_dir}")
     else:
         print(f"starting existing cluster in {cluster.state_dir}")
@@ -201,6 +223,9 @@ def cmd_up(args) -> int:
     for comp in rest:
         pid = cluster.start(comp.name)
         print(f"  started {comp.name} (pid {pid}) on {comp.client_url}")
+    if cluster.workers:
+        asyncio.run(wait_nodes_ready(cluster, len(cluster.workers), args.timeout,
+                                     progress=lambda m: print("  " + m)))
     leader = next((r["name"] for r in rows if r.get("role") == "leader"), "?")
     print(f"cluster ready in {time.monotonic() - t0:.1f}s; store leader: {leader}")
     eps = ",".join(cluster.store_endpoints())
@@ -312,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multiply Kubernetes' timers (0.1 = ten times faster)")
     up.add_argument("--control-plane-replicas", type=int, default=1,
                     help="controller managers and schedulers to run (one leads, via a Lease)")
+    up.add_argument("--workers", type=int, default=0,
+                    help="worker nodes that run pods (node agent + proxy each)")
     up.add_argument("--hollow-workers", type=int, default=0,
                     help="simulated nodes that run pods without processes (like kubemark)")
     up.add_argument("--timeout", type=float, default=30.0)

@@ -39,6 +39,30 @@ SCHEDULER_ADDR = "127.30.0.22"
 SCHEDULER_PORT = 10259
 HOLLOW_ADDR = "127.30.0.99"
 HOLLOW_PORT = 10250
+KUBELET_PORT = 10250
+PROXY_HEALTH_PORT = 10256
+CLUSTER_DNS = "127.96.0.10"  # the loopback form of 10.96.0.10
+CLUSTER_DOMAIN = "cluster.local"
+LB_POOL = "127.30.0.200-127.30.0.250"
+
+
+def worker_ip(n: int) -> str:
+    return f"127.30.0.{100 + n}"
+
+
+def worker_pod_cidr(n: int) -> str:
+    return f"127.244.{n}.0/24"
+
+
+def privileged_ports() -> bool:
+    """Ports below 1024 (DNS 53, ingress 80/443) need root or a lowered
+    net.ipv4.ip_unprivileged_port_start."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()) <= 53
+    except (OSError, ValueError):
+        return False
 
 
 def default_state_dir(name: str = "default") -> Path:
@@ -78,19 +102,19 @@ class Cluster:
                election_ms: int = 1000, time_scale: float = 1.0,
                store_args: list[str] | None = None, apiserver: bool = True,
                control_plane: bool = True, hollow_workers: int = 0,
-               replicas: int = 1) -> "Cluster":
+               replicas: int = 1, workers: int = 0) -> "Cluster":
         if stores < 1:
             raise ClusterError("--stores must be at least 1")
         if network not in ("auto", "loopback"):
-            raise ClusterError(f"--network {network}: only the loopback network exists so far "
-                               "(network namespaces come with the worker nodes)")
+            raise ClusterError(f"--network {network}: only the loopback network is wired into "
+                               "the launcher so far")
         c = cls(state_dir)
         if c.components:
             raise ClusterError(f"a cluster already exists in {c.state_dir} "
                                "(kubelab down --state-dir ... removes it)")
         c.settings = {"stores": stores, "port_offset": port_offset, "network": "loopback",
                       "time_scale": time_scale, "heartbeat_ms": heartbeat_ms,
-                      "election_ms": election_ms}
+                      "election_ms": election_ms, "workers": workers}
         names = [f"store-{i}" for i in range(1, stores + 1)]
         addr = {n: f"127.30.0.{10 + i}" for i, n in enumerate(names, start=1)}
         peer = {n: f"http://{addr[n]}:{STORE_PEER_PORT + port_offset}" for n in names}
@@ -151,11 +175,52 @@ class Cluster:
                  "--bind-address", HOLLOW_ADDR, "--port", str(HOLLOW_PORT + port_offset),
                  "--time-scale", str(time_scale)],
                 HOLLOW_ADDR, client_url=f"http://{HOLLOW_ADDR}:{HOLLOW_PORT + port_offset}")
+        if workers:
+            c._add_workers(workers, grpc, identities)
         c._write_tokens(identities)
         for sub in ("logs", "pids"):
             (c.state_dir / sub).mkdir(parents=True, exist_ok=True)
         c._save()
         return c
+
+    def _add_workers(self, workers: int, grpc: str, identities: dict) -> None:
+        """worker-N: a node agent that runs the pods bound to node worker-N and starts that
+        worker's proxy (kube-proxy, cluster DNS, ingress) as its child, so that killing the
+        worker's process group takes both down (DESIGN.md: a worker is one machine)."""
+        off = self.settings["port_offset"]
+        ts = str(self.settings["time_scale"])
+        low = privileged_ports()
+        dns_port = 53 if low else 10053 + off
+        http_port, https_port = (80, 443) if low else (10080 + off, 10443 + off)
+        auth = self.state_dir / "kubelet-auth-token"
+        import secrets
+        fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(24))
+        self.settings.update(cluster_dns=CLUSTER_DNS, dns_port=dns_port,
+                             ingress_http_port=http_port, ingress_https_port=https_port)
+        for n in range(1, workers + 1):
+            name, ip = f"worker-{n}", worker_ip(n)
+            identities[name] = (f"system:node:{name}", "system:nodes,system:masters")
+            root = self.state_dir / name
+            port = KUBELET_PORT + off
+            self.components[name] = Component(
+                name, "worker",
+                [sys.executable, "-m", "nodeagent", "--node-name", name, "--node-ip", ip,
+                 "--pod-cidr", worker_pod_cidr(n), "--network", "loopback",
+                 "--root-dir", str(root), "--bind-address", ip, "--port", str(port),
+                 "--cluster-dns", CLUSTER_DNS, "--cluster-domain", CLUSTER_DOMAIN,
+                 "--kubelet-auth-token-file", str(auth), "--time-scale", ts,
+                 "--server", grpc, "--token-file", str(root / "token"),
+                 "--proxy-args", " ".join([
+                     "--dns-port", str(dns_port), "--ingress-http-port", str(http_port),
+                     "--ingress-https-port", str(https_port),
+                     "--healthz-port", str(PROXY_HEALTH_PORT + off), "--lb-pool", LB_POOL])],
+                ip, client_url=f"https://{ip}:{port}")
+
+    @property
+    def workers(self) -> list[Component]:
+        return [c for c in self.components.values() if c.kind == "worker"]
 
     def _write_tokens(self, identities: dict[str, tuple[str, str]]) -> None:
         """One bearer token per component identity (kube-apiserver's token file format), and
@@ -312,15 +377,28 @@ class Cluster:
         return False
 
     def stop(self, name: str, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`. A stopped worker's pods stop with it (the
+        machine is switched off); the node agent finds their state again when it starts."""
         pid = self.signal(name, signal.SIGTERM)
         if pid is not None and not self.wait_exit(name, pid, timeout):
             self.signal(name, signal.SIGKILL)
             self.wait_exit(name, pid, 5.0)
+        if self.component(name).kind == "worker":
+            self._kill_pods(name)
 
     def kill(self, name: str) -> None:
         pid = self.signal(name, signal.SIGKILL)
         if pid is not None:
             self.wait_exit(name, pid, 5.0)
+        if self.component(name).kind == "worker":
+            self._kill_pods(name)
+
+    def _kill_pods(self, name: str) -> None:
+        """A worker is a machine: when it dies its pods' processes die with it."""
+        root = self.state_dir / name
+        if root.exists():
+            from nodeagent.runtime import kill_all
+            kill_all(str(root))
 
     def start_all(self) -> None:
         for name in self.components:

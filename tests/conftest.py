@@ -216,3 +216,46 @@ def control_plane(tmp_path_factory):
         yield c
     finally:
         c.down()
+
+
+class WorkerCluster(ControlPlaneCluster):
+    """Stores, API server, controller manager, scheduler and real workers (node agent + proxy
+    each, loopback network), with Kubernetes' timers shortened by time_scale."""
+
+    def __init__(self, state_dir: Path, workers: int = 2, time_scale: float = 0.1, **kw):
+        super().__init__(state_dir, hollow_workers=0, time_scale=time_scale, workers=workers,
+                         **kw)
+        self.worker_names = [f"worker-{i}" for i in range(1, workers + 1)]
+        try:
+            wait_for(lambda: len(self.ready_nodes()) >= workers, 60, 0.2,
+                     f"{workers} Ready worker nodes")
+        except BaseException:
+            self.cluster.down()
+            raise
+
+    def node_ip(self, worker: str) -> str:
+        return self.cluster.component(worker).address
+
+    def wait_pod(self, name: str, cond: str = "Ready", timeout: float = 30.0,
+                 namespace: str = "default") -> dict:
+        """Wait until the pod's condition `cond` is True (or, for a phase name such as
+        Running/Succeeded/Failed, until status.phase is that) and return the pod."""
+        def check():
+            pod = self.get_json("pod", name, "-n", namespace)
+            st = pod.get("status") or {}
+            if cond in ("Pending", "Running", "Succeeded", "Failed"):
+                return pod if st.get("phase") == cond else None
+            return pod if any(c.get("type") == cond and c.get("status") == "True"
+                              for c in st.get("conditions") or []) else None
+        return wait_for(check, timeout, 0.1, f"pod {namespace}/{name} {cond}")
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    """A whole cluster with 2 real workers (pods are real processes), timers x0.1, shared by a
+    test module."""
+    c = WorkerCluster(tmp_path_factory.mktemp("wk") / "cluster")
+    try:
+        yield c
+    finally:
+        c.down()

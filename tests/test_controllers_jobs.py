@@ -1085,6 +1085,9 @@ def test_e2e_cronjob_concurrency_policies_and_suspend(control_plane):
     CronJob starts nothing. Each gets its first job at once (lastScheduleTime set back, so a
     schedule was missed), the second at the next minute boundary: ≤ ~65 s."""
     cp = control_plane
+    # The first jobs must all appear within one minute: a minute boundary in the middle would
+    # give c-allow its second job before the others have their first. Start early in a minute.
+    wait_for(lambda: time.time() % 60 < 20, 45, 0.2, "the start of a minute")
     for name, policy, suspend in (("c-allow", "Allow", False), ("c-forbid", "Forbid", False),
                                   ("c-replace", "Replace", False),
                                   ("c-suspended", "Allow", True)):
