@@ -175,6 +175,7 @@ class RaftMember:
         self._notify_scheduled = False
         self.lease_deadlines: dict[int, float] = {}  # local, volatile
         self._leaderless_since: float | None = time.monotonic()
+        self._minority_since: float | None = None
         self.consumer = StoreConsumer(self.lock, self._on_applied, cfg.event_history)
         os.makedirs(cfg.data_dir, exist_ok=True)
         election = cfg.election_ms / 1000.0
@@ -233,10 +234,19 @@ class RaftMember:
     def quorum_lost(self) -> bool:
         """True when this member has had no leader for longer than an election and cannot reach
         a majority: waiting longer would not help, so requests fail at once."""
+        leader = self.leader_addr()
+        if leader == self.cfg.self_peer:
+            # CheckQuorum, as etcd's leaders do: a leader that has heard from no majority for
+            # an election timeout is not one any more (pysyncobj's never steps down by itself)
+            minority = self._minority_since
+            return minority is not None and \
+                time.monotonic() - minority > self.cfg.election_ms / 1000.0
         since = self._leaderless_since
-        if since is None or self.leader_addr() is not None:
+        if since is None or leader is not None:
             return False
-        return time.monotonic() - since > self.cfg.election_ms * 2 / 1000.0 and \
+        # a member that reaches only a minority cannot elect anyone: after one election
+        # timeout without a leader, waiting longer would not help
+        return time.monotonic() - since > self.cfg.election_ms / 1000.0 and \
             self.reachable_members() <= len(self.cfg.peers) // 2
 
     def _on_tick(self):
@@ -256,7 +266,12 @@ class RaftMember:
             for node in self.raft.otherNodes:
                 if self.raft.isNodeConnected(node):
                     transport.send(node, {"type": "kubelab_ping"})
-        # note when this member lost its leader
+        # note when this member lost its leader, and since when it reaches only a minority
+        if self.reachable_members() <= len(self.cfg.peers) // 2:
+            if self._minority_since is None:
+                self._minority_since = now
+        else:
+            self._minority_since = None
         if self.leader_addr() is None:
             if self._leaderless_since is None:
                 self._leaderless_since = time.monotonic()

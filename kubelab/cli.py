@@ -5,6 +5,7 @@
     kubelab stop|start|kill <component> [--state-dir DIR]
     kubelab logs <component> [-f] [--state-dir DIR]
     kubelab down [--state-dir DIR]
+    kubelab chaos <scenario> [--state-dir DIR] [--seed N] [--record FILE]
 """
 
 from __future__ import annotations
@@ -321,6 +322,15 @@ def cmd_down(args) -> int:
     return 0
 
 
+def cmd_chaos(args) -> int:
+    from kubelab import chaos
+    cluster = _existing(args)
+    if args.scenario not in chaos.names():
+        raise ClusterError(f"no chaos scenario {args.scenario!r}; scenarios: "
+                           f"{', '.join(chaos.names())}")
+    return chaos.run(args.scenario, cluster, args.seed, args.record)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kubelab", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     lg.set_defaults(fn=cmd_logs)
     dn = sub.add_parser("down", parents=[common], help="stop everything and remove the state")
     dn.set_defaults(fn=cmd_down)
+    ch = sub.add_parser("chaos", parents=[common], help="run a chaos scenario (a verdict and an "
+                        "exit code)")
+    ch.add_argument("scenario", help="quorum, store-linearizability, control-plane, "
+                    "worker-loss, pod-chaos, partition, latency")
+    ch.add_argument("--seed", type=int, default=None, help="replay a run with its seed")
+    ch.add_argument("--record", default=None, help="write the timeline and verdict as JSON")
+    ch.set_defaults(fn=cmd_chaos)
     return p
 
 

@@ -86,12 +86,13 @@ class EtcdClient:
     endpoint and is retried until `timeout` (default 10 s) has passed."""
 
     def __init__(self, endpoints: Sequence[str], timeout: float = 10.0,
-                 call_timeout: float = 6.0):
+                 call_timeout: float = 6.0, retry: bool = True):
         if not endpoints:
             raise ValueError("no etcd endpoints")
         self.endpoints = [_target(e) for e in endpoints]
         self.timeout = timeout
         self.call_timeout = call_timeout
+        self.retry = retry  # False: the first answer is final (to see what a member says)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple, object] = {}
         self._next = 0
@@ -143,7 +144,8 @@ class EtcdClient:
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 err = EtcdError(code, e.details() or code.name)
-                if code not in RETRYABLE or endpoint is not None or not idempotent:
+                if code not in RETRYABLE or endpoint is not None or not idempotent or \
+                        not self.retry:
                     raise err from None
                 if time.monotonic() >= deadline:
                     raise err from None
