@@ -12,6 +12,7 @@ from kubelab.etcdclient import EtcdClient
 
 from .allocators import Allocators
 from .auth import Authorizer, TokenAuthenticator, ensure_token_file
+from .bootstrap import ensure_kubernetes_service
 from .certs import ensure_serving_cert
 from .kinds import load_all
 from .rest import RestAPI
@@ -75,6 +76,12 @@ class APIServer:
         while True:
             try:
                 await self.storage.ensure_system_namespaces()
+                a = self.args
+                address = a.advertise_address or a.bind_address
+                if address not in ("0.0.0.0", "::"):
+                    await ensure_kubernetes_service(self.storage, self.kinds,
+                                                    self.allocators.reserved_ip(1), address,
+                                                    a.secure_port)
                 self.rest.ready = True
                 return
             except StatusError as e:

@@ -25,6 +25,8 @@ def main(argv=None) -> None:
     p.add_argument("--bind-address", default="127.0.0.1")
     p.add_argument("--secure-port", type=int, default=10257, help="health and metrics (HTTP)")
     p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--root-ca-file", default=None,
+                   help="the cluster CA, published in every namespace as kube-root-ca.crt")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -42,7 +44,8 @@ def main(argv=None) -> None:
         client = client_from_args(args, "kube-controller-manager")
         mgr = ControllerManager(client, names, args.identity or
                                 f"{socket.gethostname()}-{args.secure_port}",
-                                args.leader_elect == "true")
+                                args.leader_elect == "true",
+                                options={"root_ca_file": args.root_ca_file})
         health = await serve_health(args.bind_address, args.secure_port, lambda: True,
                                     lambda: f"leader_election_master_status{{name="
                                             f"\"kube-controller-manager\"}} "

@@ -31,6 +31,7 @@ CONTROLLERS = {
     "serviceaccount": "controllers.serviceaccount:ServiceAccountController",
     "persistentvolume-binder": "controllers.pvbinder:PersistentVolumeBinder",
     "service-lb": "controllers.servicelb:ServiceLoadBalancerController",
+    "root-ca-cert-publisher": "controllers.rootcacertpublisher:RootCACertPublisher",
 }
 
 
@@ -48,8 +49,9 @@ def load(names: list[str]) -> list[type]:
 
 class ControllerManager:
     def __init__(self, client: ClusterClient, names: list[str], identity: str | None = None,
-                 leader_elect: bool = True):
+                 leader_elect: bool = True, options: dict | None = None):
         self.client = client
+        self.options = options or {}  # flags some controllers read (root_ca_file)
         self.identity = identity or f"{socket.gethostname()}_{id(self):x}"
         self.leader_elect = leader_elect
         self.informers = InformerFactory(client)
@@ -62,6 +64,8 @@ class ControllerManager:
     async def _lead(self) -> None:
         self.controllers = [cls(self.client, self.informers, self.recorder)
                             for cls in self.classes]
+        for c in self.controllers:
+            c.options = self.options
         self.informers.start()
         await self.informers.wait_synced()
         self.active = True

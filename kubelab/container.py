@@ -72,6 +72,11 @@ def write_host_kubeconfig(cert_dir: Path) -> None:
 
     from apiserver.certs import ensure_ca
     ca, _ = ensure_ca(str(cert_dir))
+    # the controller manager publishes the CA (kube-root-ca.crt): share it
+    shared_ca = SHARED / "ca.crt"
+    if not shared_ca.exists() or shared_ca.read_bytes() != Path(ca).read_bytes():
+        (SHARED / "ca.crt.tmp").write_bytes(Path(ca).read_bytes())
+        (SHARED / "ca.crt.tmp").replace(shared_ca)
     token = (SHARED / "admin.token").read_text().strip()
     ca_b64 = base64.b64encode(Path(ca).read_bytes()).decode()
     text = ("apiVersion: v1\nkind: Config\n"
@@ -116,9 +121,11 @@ def argv_for(role: str) -> list[str]:
     if role in ("controller-manager", "scheduler"):
         module, ip, port = {"controller-manager": ("controllers", f"{NET}.21", "10257"),
                             "scheduler": ("scheduler", f"{NET}.22", "10259")}[role]
+        extra = ["--root-ca-file", str(SHARED / "ca.crt")] if role == "controller-manager" else []
         return [py, "-m", module, "--server", GRPC, "--token-file",
                 str(SHARED / f"{role}.token"), "--identity", os.environ.get("HOSTNAME", role),
-                "--bind-address", "0.0.0.0", "--secure-port", port, "--time-scale", TIME_SCALE]
+                "--bind-address", "0.0.0.0", "--secure-port", port, "--time-scale", TIME_SCALE,
+                *extra]
     if role.startswith("worker-"):
         n = int(role.split("-", 1)[1])
         ip = worker_ip(n)
