@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -199,9 +198,12 @@ def stop(app: App, expect: int, timeout: float = 10) -> None:
 
 def test_pause_sleeps_and_exits_zero_on_sigterm(start):
     app = start("registry.k8s.io/pause:3.10")
-    wait_for(lambda: "nodeagent.apps.pause" in Path(f"/proc/{app.proc.pid}/cmdline")
-             .read_text(errors="replace").replace("\0", " "), what="pause running")
-    time.sleep(0.2)  # give it a chance to (wrongly) exit on its own
+    def handles_sigterm():
+        # SigCgt: the signals the process catches; SIGTERM is 15 -> bit 14
+        for line in Path(f"/proc/{app.proc.pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1))
+    wait_for(handles_sigterm, 15, 0.02, "pause catching SIGTERM")
     assert app.proc.poll() is None
     stop(app, 0)
 
