@@ -137,8 +137,8 @@ def argv_for(role: str) -> list[str]:
                 "--kubelet-auth-token-file", str(SHARED / "kubelet-auth-token"),
                 "--time-scale", TIME_SCALE, "--server", GRPC,
                 "--token-file", str(SHARED / f"{role}.token"),
-                "--proxy-args", f"--dns-port 53 --ingress-http-port 80 --ingress-https-port 443 "
-                                f"--healthz-port 10256 --lb-pool {LB_POOL}"]
+                "--proxy-args", (f"--dns-port 53 --ingress-http-port 80 --ingress-https-port 443 "
+                                 f"--healthz-port 10256 --lb-pool {LB_POOL}")]
     raise SystemExit(f"kubelab.container: unknown role {role!r} (store-N, apiserver, "
                      "controller-manager, scheduler, worker-N)")
 

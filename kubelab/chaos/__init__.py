@@ -15,10 +15,11 @@ from .harness import Run
 def _scenarios():
     from . import controlplane, store
     table = {
-        "quorum": (store.quorum, "kill the store leader, then a second member, then restart both"),
+        "quorum": (store.quorum,
+                   "kill the store leader, then a second member, then restart both"),
         "store-linearizability": (store.store_linearizability,
-                                  "a recorded put/get/CAS history under kills and partitions, "
-                                  "checked for linearizability"),
+                                  ("a recorded put/get/CAS history under kills and partitions, "
+                                   "checked for linearizability")),
         "control-plane": (controlplane.control_plane,
                           "kill the active controller manager and scheduler with standbys"),
     }

@@ -46,7 +46,7 @@ async def control_plane(cluster: Cluster, run: Run) -> None:
     try:
         for kind, lease in (("controller-manager", "kube-controller-manager"),
                             ("scheduler", "kube-scheduler")):
-            holder = await wait_until(lambda: lease_holder(client, lease), 30)
+            holder = await wait_until(lambda lease=lease: lease_holder(client, lease), 30)
             run.check(f"{kind} has a leader", holder is not None, str(holder))
             if holder is None:
                 return
@@ -66,11 +66,12 @@ async def control_plane(cluster: Cluster, run: Run) -> None:
             replicas = 6 if kind == "controller-manager" else 8
             await client.patch("Deployment", NS, app, {"spec": {"replicas": replicas}})
             run.say(f"scaled {app} to {replicas} while no {kind} is active")
-            new = await wait_until(lambda: _other_holder(client, lease, holder), 120, 0.1)
+            new = await wait_until(lambda lease=lease, holder=holder:
+                                   _other_holder(client, lease, holder), 120, 0.1)
             takeover = time.monotonic() - t
             run.check(f"a standby {kind} takes over", bool(new), f"{new} after {takeover:.2f}s")
             run.metrics[f"{kind} takeover"] = f"{takeover:.2f}s"
-            ok = await wait_until(lambda: _count(client, app, replicas, scheduled=True), 60)
+            ok = await wait_until(lambda n=replicas: _count(client, app, n, scheduled=True), 60)
             pods = await _pods(client, app)
             run.check(f"exactly {replicas} pods, all scheduled, after the {kind} takeover",
                       bool(ok), f"{len(pods)} pods")

@@ -48,7 +48,7 @@ def step(state: Any, op: Op) -> tuple[bool, Any]:
 
 
 class _Entry:
-    __slots__ = ("op", "idx", "is_call", "match", "prev", "next")
+    __slots__ = ("idx", "is_call", "match", "next", "op", "prev")
 
     def __init__(self, op: Op | None, idx: int, is_call: bool):
         self.op, self.idx, self.is_call = op, idx, is_call

@@ -24,11 +24,17 @@ async def leader_of(cluster: Cluster) -> str | None:
     return leaders.pop() if len(leaders) == 1 else None
 
 
+def _netns_of(cluster: Cluster, name: str) -> str | None:
+    """The member's machine namespace (`kubelab up --network netns`), None in the loopback
+    form."""
+    return ((cluster.settings or {}).get("netns") or {}).get(name)
+
+
 def _partition(cluster: Cluster, name: str, run: Run) -> None:
     """Cut a member off. With network namespaces its link goes down; in the loopback form
     (one shared network) the member is frozen with SIGSTOP — the others see exactly what a
     partition shows them: silence."""
-    netns = cluster.settings.get("netns", {}).get(name) if cluster.settings else None
+    netns = _netns_of(cluster, name)
     if netns:
         from kubelab import netns as kn
         kn.partition(netns)
@@ -39,7 +45,7 @@ def _partition(cluster: Cluster, name: str, run: Run) -> None:
 
 
 def _heal(cluster: Cluster, name: str, run: Run) -> None:
-    netns = cluster.settings.get("netns", {}).get(name) if cluster.settings else None
+    netns = _netns_of(cluster, name)
     if netns:
         from kubelab import netns as kn
         kn.heal(netns)
@@ -221,8 +227,15 @@ async def store_linearizability(cluster: Cluster, run: Run, duration: float = 12
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for n in names:  # never leave a member frozen
+        for n in names:  # never leave a member frozen or cut off
             cluster.signal(n, signal.SIGCONT)
+            ns = _netns_of(cluster, n)
+            if ns:
+                from kubelab import netns as kn
+                try:
+                    kn.heal(ns)
+                except kn.NetnsError:
+                    pass
     done = [o for o in ops if not o.unknown]
     run.observe(f"{len(ops)} operations recorded ({len(done)} completed, "
                 f"{len(ops) - len(done)} with unknown outcome)")

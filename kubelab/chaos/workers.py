@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Self
 
 import aiohttp
 
@@ -53,7 +54,7 @@ class App:
         self.node_port = 0
         self.session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "App":
+    async def __aenter__(self) -> App:
         dep, svc = app_manifests(self.name, self.replicas)
         await self.client.create("Deployment", dep, NS)
         svc = await self.client.create("Service", svc, NS)
@@ -253,9 +254,9 @@ async def latency(cluster: Cluster, run: Run, delay_ms: int = 50) -> None:
                   "slow down)")
         return
     from kubelab import netns as kn
+    from kubelab.etcdclient import EtcdClient
 
     from .store import PREFIX, leader_of
-    from kubelab.etcdclient import EtcdClient
     client = EtcdClient(cluster.store_endpoints(), timeout=5.0, call_timeout=3.0)
     base = f"{PREFIX}lat/{run.seed}-{int(time.time() * 1000)}/"
     try:
@@ -289,8 +290,8 @@ async def latency(cluster: Cluster, run: Run, delay_ms: int = 50) -> None:
 
 
 SCENARIOS = {
-    "worker-loss": (worker_loss, "kill a worker: NotReady, pods evicted and Running elsewhere, "
-                                 "Service traffic recovers"),
+    "worker-loss": (worker_loss, ("kill a worker: NotReady, pods evicted and Running "
+                                  "elsewhere, Service traffic recovers")),
     "pod-chaos": (pod_chaos, "delete random pods of a Deployment under traffic"),
     "partition": (partition, "cut a worker off and heal it"),
     "latency": (latency, "network delay on the store leader"),
