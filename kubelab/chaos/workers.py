@@ -54,7 +54,7 @@ class App:
         self.node_port = 0
         self.session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> App:
+    async def __aenter__(self) -> Self:
         dep, svc = app_manifests(self.name, self.replicas)
         await self.client.create("Deployment", dep, NS)
         svc = await self.client.create("Service", svc, NS)
