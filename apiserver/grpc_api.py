@@ -108,6 +108,11 @@ class ClusterService(cgrpc.ClusterServicer):
         async def fn(kind, ns, user):
             if request.ref.subresource == "binding":
                 return await self._binding(kind, ns, request)
+            if request.ref.subresource == "token":
+                from .serviceaccounts import create_token
+                obj = await create_token(self.s.storage, self.s.kinds, self.s.sa_tokens, ns,
+                                         request.ref.name, self._obj(request.object))
+                return cpb.ObjectResponse(object=json.dumps(obj).encode())
             obj = await verbs.create(self.s.storage, kind, ns, self._obj(request.object),
                                      manager=request.field_manager or user.username,
                                      dry_run=request.dry_run, validation="Strict")

@@ -13,6 +13,8 @@ from kubelab.etcdclient import EtcdClient
 from .allocators import Allocators
 from .auth import Authorizer, TokenAuthenticator, ensure_token_file
 from .bootstrap import ensure_kubernetes_service
+from .serviceaccounts import (ChainAuthenticator, ServiceAccountTokens,
+                              service_account_admission)
 from .certs import ensure_serving_cert
 from .kinds import load_all
 from .rest import RestAPI
@@ -38,12 +40,16 @@ class APIServer:
             svc.after_delete = self.allocators.service_after_delete
         token_file = args.token_auth_file or os.path.join(args.cert_dir, "tokens.csv")
         self.admin_token = ensure_token_file(token_file)
-        self.authn = TokenAuthenticator.from_file(token_file)
+        self.sa_tokens = ServiceAccountTokens(args.cert_dir)
+        self.authn = ChainAuthenticator(TokenAuthenticator.from_file(token_file), self.sa_tokens,
+                                        self.storage, self.kinds)
+        self.storage.admission.append(service_account_admission(self.storage, self.kinds))
         self.authz = Authorizer()
         advertise = args.advertise_address or args.bind_address
         self.rest = RestAPI(self.storage, self.kinds, self.authn, self.authz,
                             f"{advertise}:{args.secure_port}", None)
         self.rest.subs = SubresourceHandlers(self.storage, self.rest.read_body)
+        self.rest.subs.tokens = self.sa_tokens
         self._runner: web.AppRunner | None = None
         self._grpc = None
 

@@ -133,9 +133,20 @@ class ChainAuthenticator:
     """Static tokens first, then service-account JWTs (one authenticator step in the request
     path; what it returns is the request's identity)."""
 
-    def __init__(self, static, tokens: ServiceAccountTokens):
+    def __init__(self, static, tokens: ServiceAccountTokens, storage=None, kinds=None):
         self.static = static
         self.tokens = tokens
+        self.storage = storage
+        self.pod_kind = kinds.by_kind("", "v1", "Pod") if kinds is not None else None
+
+    def _bound_object_alive(self, claims: dict) -> bool:
+        """A token bound to a pod is valid only while that pod (same uid) exists."""
+        pod = (claims.get("kubernetes.io") or {}).get("pod")
+        if not pod or self.storage is None:
+            return True
+        ns = claims["kubernetes.io"].get("namespace")
+        cur = self.storage.cached(self.pod_kind, ns, pod.get("name", ""))
+        return cur is not None and cur["metadata"].get("uid") == pod.get("uid")
 
     def authenticate(self, authorization: str | None) -> UserInfo:
         try:
@@ -144,7 +155,7 @@ class ChainAuthenticator:
             if not authorization or not authorization.lower().startswith("bearer "):
                 raise
             claims = self.tokens.verify(authorization[7:].strip())
-            if claims is None:
+            if claims is None or not self._bound_object_alive(claims):
                 raise
             return user_of(claims)
 
@@ -171,3 +182,53 @@ async def create_token(storage, kinds, tokens: ServiceAccountTokens, namespace: 
                     f'the UID in the bound object reference ({ref["uid"]}) does not match the '
                     'UID in record. The object might have been deleted and then recreated')
     return tokens.issue(sa, body, pod)
+
+
+# ---------------------------------------------------------------------------- admission
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_EXPIRATION = 3607  # what the ServiceAccount admission plugin asks for
+
+
+def api_access_volume(name: str) -> dict:
+    """The projected volume the ServiceAccount admission plugin adds to pods."""
+    return {"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": TOKEN_EXPIRATION, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt",
+                                                               "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+            "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}
+
+
+def service_account_admission(storage, kinds):
+    """Mutating admission for pods, as kube-apiserver's ServiceAccount plugin: unless
+    automountServiceAccountToken is false on the pod or its ServiceAccount, mount the
+    kube-api-access-xxxxx volume at /var/run/secrets/kubernetes.io/serviceaccount in every
+    container. (Unlike Kubernetes, a pod whose ServiceAccount does not exist yet is admitted:
+    the ServiceAccount controller creates `default` moments after a namespace.)"""
+    import secrets
+    sa_kind = kinds.by_kind("", "v1", "ServiceAccount")
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+
+    async def admit(op: str, kind, obj: dict, old: dict | None) -> None:
+        if op != "create" or kind.kind != "Pod":
+            return
+        spec = obj.get("spec")
+        if not isinstance(spec, dict) or spec.get("automountServiceAccountToken") is False:
+            return
+        sa = storage.cached(sa_kind, obj["metadata"].get("namespace"),
+                            spec.get("serviceAccountName") or "default")
+        if sa is not None and sa.get("automountServiceAccountToken") is False and \
+                spec.get("automountServiceAccountToken") is not True:
+            return
+        containers = [c for f in ("initContainers", "containers")
+                      for c in spec.get(f) or [] if isinstance(c, dict)]
+        if any(m.get("mountPath") == TOKEN_MOUNT_PATH
+               for c in containers for m in c.get("volumeMounts") or [] if isinstance(m, dict)):
+            return
+        name = "kube-api-access-" + "".join(secrets.choice(alphabet) for _ in range(5))
+        spec.setdefault("volumes", []).append(api_access_volume(name))
+        for c in containers:
+            c.setdefault("volumeMounts", []).append(
+                {"name": name, "readOnly": True, "mountPath": TOKEN_MOUNT_PATH})
+
+    return admit

@@ -2349,7 +2349,7 @@ def _sa_validate(obj: dict, old: dict | None) -> list[Cause]:
 
 
 KINDS.add(Kind(
-    "ServiceAccount", "serviceaccounts", short_names=("sa",),
+    "ServiceAccount", "serviceaccounts", short_names=("sa",), subresources=("token",),
     validate=_sa_validate, proto="k8s.io.api.core.v1.ServiceAccount",
     columns=[NAME_COLUMN,
              Column("Secrets", lambda o: len(_lst(o.get("secrets"))), type="integer",
