@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
-
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,19 +26,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--storage-timeout", type=float, default=5.0,
                    help="seconds a request waits for the store before 503")
+    p.add_argument("--kubelet-client-token-file", default=None,
+                   help="bearer token the API server sends to node agents (default: "
+                        "<cert-dir>/../kubelet-auth-token, read at each request)")
+    p.add_argument("--kubelet-certificate-authority", default=None,
+                   help="verify node agent serving certs against this CA (like "
+                        "kube-apiserver, node certs are not verified without it)")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
 
 
 async def amain(args: argparse.Namespace) -> None:
+    from .nodeproxy import NodeClientConfig
     from .server import APIServer
     srv = APIServer(args)
+    srv.rest.subs.configure_node_client(NodeClientConfig(
+        token_file=args.kubelet_client_token_file or os.path.join(
+            os.path.dirname(os.path.abspath(args.cert_dir)), "kubelet-auth-token"),
+        ca_file=args.kubelet_certificate_authority))
     await srv.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await srv.rest.subs.close()
     await srv.stop()
 
 

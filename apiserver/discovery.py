@@ -13,7 +13,11 @@ VIRTUAL = [
      ("create",)),
     ("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview",
      ("create",)),
+    # the resource metrics API (what metrics-server serves), read from the node agents
+    ("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", ("get", "list")),
+    ("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", ("get", "list")),
 ]
+NAMESPACED_VIRTUAL = {("metrics.k8s.io", "pods")}
 
 SUBRESOURCE_VERBS = {
     "status": ("get", "patch", "update"),
@@ -73,7 +77,8 @@ def aggregated(kinds: Registry, core: bool, version_tag: str) -> dict:
                 if isinstance(e, tuple):
                     plural, kind, verbs = e
                     res.append({"resource": plural, "singularResource": kind.lower(),
-                                "scope": "Cluster",
+                                "scope": "Namespaced" if (g, plural) in NAMESPACED_VIRTUAL
+                                else "Cluster",
                                 "responseKind": {"group": g, "version": v, "kind": kind},
                                 "verbs": list(verbs)})
                     continue
@@ -153,7 +158,8 @@ def legacy_resource_list(kinds: Registry, group: str, version: str) -> dict | No
     for g, v, plural, kind, verbs in VIRTUAL:
         if g == group and v == version:
             found = True
-            res.append({"name": plural, "singularName": kind.lower(), "namespaced": False,
+            res.append({"name": plural, "singularName": kind.lower(),
+                        "namespaced": (g, plural) in NAMESPACED_VIRTUAL,
                         "kind": kind, "verbs": list(verbs)})
     if not found:
         return None

@@ -185,6 +185,13 @@ class RestAPI:
                        v[2] == plural]
             if virtual and request.method == "POST":
                 return await self._review(request, virtual[0])
+            if virtual and group == "metrics.k8s.io" and request.method == "GET" and not sub:
+                ok, why = self.authz.authorize(Attributes(
+                    request["user"], "get" if name else "list", group, plural, "",
+                    namespace or "", name or "", request.path))
+                if not ok:
+                    raise errors.forbidden(why)
+                return await self.subs.nodes.metrics(request, plural, namespace, name)
             raise StatusError(404, "NotFound", "the server could not find the requested "
                                                "resource")
         if namespace is not None and not kind.namespaced:

@@ -1,6 +1,6 @@
 """Subresources other than status: scale (autoscaling/v1 Scale), pods/binding, pods/eviction,
 namespaces/finalize, and the streaming ones (log, exec, attach, portforward) that are proxied to
-the node agent running the pod."""
+the node agent running the pod (apiserver/nodeproxy.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiohttp import web
 
 from . import errors, verbs
 from .kinds import Kind, get_path, set_path
+from .nodeproxy import NodeClientConfig, NodeProxy
 from .storage import Storage
 
 
@@ -19,9 +20,15 @@ def _json(obj, status=200) -> web.Response:
 
 
 class SubresourceHandlers:
-    def __init__(self, storage: Storage, rest_body_reader):
+    def __init__(self, storage: Storage, rest_body_reader,
+                 node_config: NodeClientConfig | None = None):
         self.storage = storage
         self.read_body = rest_body_reader
+        self.nodes = NodeProxy(storage, node_config or NodeClientConfig())
+        self.tokens = None  # ServiceAccountTokens, for serviceaccounts/<name>/token
+
+    def configure_node_client(self, config: NodeClientConfig) -> None:
+        self.nodes.config = config
 
     async def handle(self, request: web.Request, kind: Kind, namespace: str | None, name: str,
                      sub: str, verb: str) -> web.StreamResponse:
@@ -33,6 +40,11 @@ class SubresourceHandlers:
             return await self.eviction(request, kind, namespace, name)
         if sub == "finalize" and request.method == "PUT":
             return await self.finalize(request, kind, name)
+        if sub == "token" and request.method == "POST" and self.tokens is not None:
+            from .serviceaccounts import create_token
+            body = await self.read_body(request)
+            return _json(await create_token(self.storage, self.storage.kinds, self.tokens,
+                                            namespace, name, body), 201)
         if sub in ("log", "exec", "attach", "portforward", "proxy"):
             return await self.node_stream(request, kind, namespace, name, sub)
         raise errors.method_not_allowed(f"{request.method} is not supported on {kind.plural}/"
@@ -117,12 +129,11 @@ class SubresourceHandlers:
         obj = await self.storage.guaranteed_update(kind, None, name, mutate)
         return _json(obj)
 
-    async def node_stream(self, request, kind, namespace, name, sub) -> web.Response:
-        pod = await self.storage.get(kind, namespace, name)
-        node = get_path(pod, ("spec", "nodeName"))
-        if not node:
-            raise errors.bad_request(f'pod {name} does not have a host assigned')
-        raise errors.StatusError(
-            503, "ServiceUnavailable",
-            f"no node agent is reachable for node {node!r}: pods/{sub} is proxied to the node "
-            f"agent on port 10250, which is not part of this cluster yet")
+    async def node_stream(self, request, kind, namespace, name, sub) -> web.StreamResponse:
+        if sub == "proxy":
+            raise errors.StatusError(503, "ServiceUnavailable",
+                                     "pods/proxy is not supported by kubelab")
+        return await self.nodes.handle(request, namespace, name, sub)
+
+    async def close(self) -> None:
+        await self.nodes.close()
