@@ -124,7 +124,11 @@ class ClusterClient:
         self._channel = grpc.aio.insecure_channel(target, options=[
             ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-            ("grpc.primary_user_agent", user_agent)])
+            ("grpc.primary_user_agent", user_agent),
+            # components start together with the API server: retry the connection quickly
+            # (gRPC's default backoff starts at 1 s and grows to 2 minutes)
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000)])
         self._stub = cgrpc.ClusterStub(self._channel)
         self._md = (("authorization", f"Bearer {token}"),)
 

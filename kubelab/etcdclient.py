@@ -28,6 +28,10 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 2 ** 31 - 1),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ("grpc.enable_retries", 0),
+    # a restarted member is found again within a second (gRPC's default backoff grows to 2 min)
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 # Codes after which another endpoint (or the same one, later) may succeed.

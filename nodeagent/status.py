@@ -11,12 +11,12 @@ import time
 
 def rfc3339(t: float | None = None) -> str:
     return datetime.datetime.fromtimestamp(time.time() if t is None else t,
-                                           datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                                           datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def micro(t: float | None = None) -> str:
     return datetime.datetime.fromtimestamp(time.time() if t is None else t,
-                                           datetime.timezone.utc).strftime(
+                                           datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -105,6 +105,7 @@ class ContainerState:
     restart_count: int = 0
     container_id: str = ""
     last_terminated: dict | None = None  # a containerStatus "terminated" dict
+    image_id: str = ""
 
     def to_status(self) -> dict:
         if self.state == "running":
@@ -126,52 +127,79 @@ class ContainerState:
                "lastState": {"terminated": self.last_terminated} if self.last_terminated
                else {},
                "ready": self.ready, "restartCount": self.restart_count, "image": self.image,
-               "imageID": f"docker-pullable://{self.image}" if self.state != "waiting" else "",
+               "imageID": self.image_id or (f"docker-pullable://{self.image}"
+                                            if self.state != "waiting" else ""),
                "started": self.started}
         if self.container_id:
             out["containerID"] = self.container_id
         return out
 
 
-def pod_phase(pod: dict, init: list[ContainerState], app: list[ContainerState]) -> str:
-    """The kubelet's getPhase: from container states and the restart policy."""
+def pod_phase(pod: dict, init: list[ContainerState], app: list[ContainerState],
+              terminal: bool = False) -> str:
+    """The kubelet's getPhase: from container states and the restart policy. A waiting
+    container that ran before (CrashLoopBackOff) counts as stopped, not waiting; `terminal`
+    is set once the kubelet has stopped the pod for good (deletion, eviction)."""
     policy = pod.get("spec", {}).get("restartPolicy", "Always")
+    init_specs = {c.get("name"): c for c in pod.get("spec", {}).get("initContainers") or []}
+    pending_init = 0
     for c in init:
+        sidecar = (init_specs.get(c.name) or {}).get("restartPolicy") == "Always"
+        if sidecar:
+            if not (c.state == "running" and c.started) and not terminal:
+                pending_init += 1
+            continue
         if c.state == "terminated" and c.exit_code != 0 and policy == "Never":
             return "Failed"
-    if init and not all(c.state == "terminated" and c.exit_code == 0 for c in init):
+        if not (c.state == "terminated" and c.exit_code == 0):
+            if c.state == "waiting" and c.last_terminated and policy == "Never":
+                return "Failed"
+            pending_init += 1
+    running = waiting = stopped = succeeded = 0
+    for c in app:
+        if c.state == "running":
+            running += 1
+        elif c.state == "terminated":
+            stopped += 1
+            if c.exit_code == 0:
+                succeeded += 1
+        elif c.last_terminated:
+            stopped += 1
+            if c.last_terminated.get("exitCode") == 0:
+                succeeded += 1
+        else:
+            waiting += 1
+    if pending_init and not terminal:
         return "Pending"
-    running = sum(1 for c in app if c.state == "running")
-    waiting = sum(1 for c in app if c.state == "waiting")
-    terminated = [c for c in app if c.state == "terminated"]
-    succeeded = sum(1 for c in terminated if c.exit_code == 0)
-    failed = len(terminated) - succeeded
-    if waiting and not running and not terminated:
+    if waiting and not terminal:
         return "Pending"
-    if running:
+    if running and not terminal:
         return "Running"
-    if waiting:
-        # some waiting after having run: being restarted
-        return "Running" if policy != "Never" or not terminated else "Pending"
-    if terminated and len(terminated) == len(app):
+    if stopped or terminal:
+        if terminal:
+            return "Succeeded" if app and stopped == succeeded and not running and not waiting \
+                else "Failed"
         if policy == "Always":
-            return "Running"  # will be restarted
-        if failed and policy == "OnFailure":
             return "Running"
-        return "Failed" if failed else "Succeeded"
+        if stopped == succeeded:
+            return "Succeeded"
+        if policy == "Never":
+            return "Failed"
+        return "Running"
     return "Pending"
 
 
 def pod_status(pod: dict, init: list[ContainerState], app: list[ContainerState], *,
                pod_ip: str, host_ip: str, start_time: float,
-               initialized_at: float | None = None) -> dict:
+               initialized_at: float | None = None, sandbox_ready: bool = True,
+               qos_class: str | None = None, terminal: bool = False) -> dict:
     """The full status.* the kubelet writes for a pod."""
-    phase = pod_phase(pod, init, app)
+    phase = pod_phase(pod, init, app, terminal)
     ts = rfc3339()
     status = dict(pod.get("status") or {})
     prev = {c.get("type"): c for c in status.get("conditions") or []}
 
-    def cond(type_: str, ok: bool, reason: str = "") -> dict:
+    def cond(type_: str, ok: bool, reason: str = "", message: str = "") -> dict:
         s = "True" if ok else "False"
         old = prev.get(type_)
         c = {"type": type_, "status": s, "lastProbeTime": None,
@@ -179,23 +207,41 @@ def pod_status(pod: dict, init: list[ContainerState], app: list[ContainerState],
              if old and old.get("status") == s and old.get("lastTransitionTime") else ts}
         if reason and not ok:
             c["reason"] = reason
+            if message:
+                c["message"] = message
         return c
 
-    inits_done = all(c.state == "terminated" and c.exit_code == 0 for c in init)
-    containers_ready = bool(app) and all(c.ready for c in app)
+    init_specs = {c.get("name"): c for c in pod.get("spec", {}).get("initContainers") or []}
+
+    def init_done(c: ContainerState) -> bool:
+        if (init_specs.get(c.name) or {}).get("restartPolicy") == "Always":
+            return c.state == "running" and c.started or c.restart_count > 0 or \
+                c.last_terminated is not None
+        return c.state == "terminated" and c.exit_code == 0
+
+    incomplete = [c.name for c in init if not init_done(c)]
     done = phase in ("Succeeded", "Failed")
+    if done and not terminal and phase == "Succeeded":
+        incomplete = []
+    unready = [c.name for c in app if not c.ready]
+    containers_ready = bool(app) and not unready
     conditions = [
-        cond("PodReadyToStartContainers", True),
-        cond("Initialized", inits_done, "ContainersNotInitialized"),
+        cond("PodReadyToStartContainers", sandbox_ready and not (done and terminal)),
+        cond("Initialized", not incomplete, "ContainersNotInitialized",
+             f"containers with incomplete status: [{' '.join(incomplete)}]"),
         cond("Ready", containers_ready and not done,
-             "PodCompleted" if done else "ContainersNotReady"),
+             "PodCompleted" if done else "ContainersNotReady",
+             "" if done else f"containers with unready status: [{' '.join(unready)}]"),
         cond("ContainersReady", containers_ready and not done,
-             "PodCompleted" if done else "ContainersNotReady"),
+             "PodCompleted" if done else "ContainersNotReady",
+             "" if done else f"containers with unready status: [{' '.join(unready)}]"),
         cond("PodScheduled", True),
     ]
     status.update({"phase": phase, "conditions": conditions, "hostIP": host_ip,
                    "hostIPs": [{"ip": host_ip}], "startTime": rfc3339(start_time),
                    "containerStatuses": [c.to_status() for c in app]})
+    if qos_class:
+        status["qosClass"] = qos_class
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]

@@ -26,7 +26,7 @@ def test_up_status_kill_start_down(tmp_path):
     sd = str(tmp_path / "lab")
     off = str(free_port_offset())
     try:
-        out = kubelab("up", "--state-dir", sd, "--port-offset", off).stdout
+        out = kubelab("up", "--state-dir", sd, "--port-offset", off, "--network", "loopback").stdout
         assert "cluster ready in" in out and "export KUBECONFIG=" in out
         assert os.path.exists(os.path.join(sd, "kubeconfig"))
         st = json.loads(kubelab("status", "--state-dir", sd, "-o", "json").stdout)
