@@ -155,7 +155,13 @@ class NodeAgent:
         self.pvs = Informer(client, "PersistentVolume")
         self.sas = Informer(client, "ServiceAccount")
         self.lookup = _Lookup(self.configmaps, self.secrets, self.pvcs, self.pvs, self.sas)
+        self._tokens: dict[tuple, tuple[str, float]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.volumes = self._volume_manager()
+        # bridge network: every Node (podCIDR, InternalIP) for the routes between workers
+        self.all_nodes = Informer(client, "Node") if hasattr(self.driver, "sync_routes") \
+            else None
+        self._routes_pending = False
         self.ready = False
         self._events: asyncio.Queue = asyncio.Queue()
         self._event_tokens: dict[str, tuple[float, float]] = {}
@@ -171,7 +177,50 @@ class NodeAgent:
             log.warning("nodeagent.volumes is not available: pods get no volumes")
             return None
         return VolumeManager(str(self.root), self.lookup, self.client,
-                             node_info=self.node_info())
+                             node_info=self.node_info(), token_source=self._token_source)
+
+    def _token_source(self, ns: str, sa: str, audience: str, expiration: int,
+                      pod: dict) -> str | None:
+        """A service-account token bound to `pod` through the TokenRequest API, reused until
+        80% of its lifetime has passed (as the kubelet's token manager). Called from the
+        volume manager's worker thread."""
+        uid = pod["metadata"].get("uid", "")
+        key = (uid, ns, sa, audience, int(expiration))
+        now = time.time()
+        cached = self._tokens.get(key)
+        if cached and now < cached[1]:
+            return cached[0]
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "metadata": {"name": sa, "namespace": ns},
+                "spec": {"audiences": [audience] if audience else [],
+                         "expirationSeconds": int(expiration),
+                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                            "name": pod["metadata"]["name"], "uid": uid}}}
+        try:
+            fut = asyncio.run_coroutine_threadsafe(
+                self.client.create("ServiceAccount", body, ns, subresource="token"), self._loop)
+            token = fut.result(15)["status"]["token"]
+        except Exception as e:  # noqa: BLE001 - the volume manager reports a missing token
+            log.warning("token for %s/%s (pod %s): %s", ns, sa, pod["metadata"]["name"], e)
+            return None
+        self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
+        self._tokens[key] = (token, now + 0.8 * int(expiration))
+        return token
+
+    def _on_node(self, event: str, node: dict, old: dict | None) -> None:
+        """bridge network: routes to every other worker's pod range through its node IP."""
+        if self._routes_pending:
+            return
+        self._routes_pending = True
+
+        async def sync():
+            self._routes_pending = False
+            try:
+                await asyncio.to_thread(self.driver.sync_routes, self.all_nodes.list(),
+                                        self.node_name)
+            except Exception as e:  # noqa: BLE001 - retried on the next Node event
+                log.warning("pod network routes: %s", e)
+        asyncio.get_running_loop().call_later(0.1, lambda: asyncio.ensure_future(sync()))
 
     # ------------------------------------------------------------------ helpers for workers
     def record(self, pod: dict, type_: str, reason: str, message: str) -> None:
@@ -385,6 +434,7 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ run
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._write_node_json()
         adopted = self.runtime.adopt()
         if adopted:
@@ -395,6 +445,9 @@ class NodeAgent:
         await self.register()
         caches = (self.configmaps, self.secrets, self.service_inf, self.node_inf, self.pvcs,
                   self.pvs, self.sas)
+        if self.all_nodes is not None:
+            self.all_nodes.add_handler(self._on_node)
+            self.all_nodes.start()
         for inf in caches:
             inf.start()
         await asyncio.gather(*(i.synced.wait() for i in caches))
@@ -429,7 +482,7 @@ class NodeAgent:
 
         steps = [bounded(inf.stop(), "informer") for inf in (
             self.pods, self.configmaps, self.secrets, self.service_inf, self.node_inf,
-            self.pvcs, self.pvs, self.sas)]
+            self.pvcs, self.pvs, self.sas) + ((self.all_nodes,) if self.all_nodes else ())]
         if self._server is not None:
             steps.append(bounded(self._server.cleanup(), "server"))
         if self._proxy is not None:

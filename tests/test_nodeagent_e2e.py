@@ -385,3 +385,30 @@ def test_startup_probe_holds_started_and_ready_back(workers, tmp_path):
     wait_for(lambda: status_of(workers, "slowstart")["restartCount"] >= 1, 15, 0.1,
              "liveness restart after startup")
     delete(workers, "slowstart")
+
+
+def test_service_account_token_and_ca_are_projected(workers):
+    """The kube-api-access volume: a token from the TokenRequest API bound to this pod (it
+    authenticates as the ServiceAccount), the cluster CA and the namespace."""
+    import base64
+    import subprocess
+    name = "sa-vol"
+    apply(workers, pod_manifest(name, [{"name": "main", "image": "busybox",
+                                        "command": ["sleep", "3600"]}]))
+    pod = workers.wait_pod(name, "Running", 60)
+    vol = next(v["name"] for v in pod["spec"]["volumes"]
+               if v["name"].startswith("kube-api-access-"))
+    d = workers.cluster.state_dir / W1 / "pods" / pod["metadata"]["uid"] / "volumes" / vol
+    wait_for(lambda: (d / "token").exists(), 30, 0.2, "the projected token file")
+    token = (d / "token").read_text()
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert claims["sub"] == "system:serviceaccount:default:default"
+    assert claims["kubernetes.io"]["pod"] == {"name": name, "uid": pod["metadata"]["uid"]}
+    assert (d / "ca.crt").read_text() == \
+        (workers.cluster.state_dir / "apiserver" / "ca.crt").read_text()
+    assert (d / "namespace").read_text() == "default"
+    who = subprocess.run(["kubectl", "--kubeconfig", workers.kubeconfig, "--token", token,
+                          "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+                         text=True, capture_output=True)
+    assert who.stdout == "system:serviceaccount:default:default", who.stderr
+    delete(workers, name)
