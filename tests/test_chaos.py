@@ -73,3 +73,32 @@ def test_control_plane_scenario(ha_cluster, tmp_path):
     data = assert_pass(out, rec, "control-plane", 3)
     assert "controller-manager takeover" in data["metrics"]
     assert "scheduler takeover" in data["metrics"]
+
+
+# ------------------------------------------------------------------ worker scenarios (loopback)
+def test_pod_chaos_scenario_loses_no_request(workers, tmp_path):
+    rec = tmp_path / "pods.json"
+    out = chaos(workers.cluster.state_dir, "pod-chaos", 4, rec)
+    data = assert_pass(out, rec, "pod-chaos", 4)
+    assert data["metrics"]["Service traffic: failed"] == 0
+    assert data["metrics"]["Service traffic: requests"] > 20
+
+
+def test_partition_scenario(workers, tmp_path):
+    rec = tmp_path / "part.json"
+    out = chaos(workers.cluster.state_dir, "partition", 5, rec)
+    assert_pass(out, rec, "partition", 5)
+    assert "pods keep running while it is cut off" in out.stdout
+
+
+def test_worker_loss_scenario(workers, tmp_path):
+    rec = tmp_path / "loss.json"
+    out = chaos(workers.cluster.state_dir, "worker-loss", 4, rec)
+    data = assert_pass(out, rec, "worker-loss", 4)
+    assert "worker loss → pods Ready elsewhere" in data["metrics"]
+
+
+def test_latency_needs_network_namespaces(workers, tmp_path):
+    out = chaos(workers.cluster.state_dir, "latency", 1, tmp_path / "lat.json")
+    assert out.returncode == 2
+    assert out.stdout.strip().splitlines()[-1].startswith("VERDICT: NOT RUN — chaos latency")

@@ -37,8 +37,7 @@ async def _pods(client: ClusterClient, app: str) -> list[dict]:
 async def control_plane(cluster: Cluster, run: Run) -> None:
     names = set(cluster.components)
     if not {"controller-manager-2", "scheduler-2"} <= names:
-        run.check("standbys are running", False, "start the cluster with "
-                  "--control-plane-replicas 2 (kubelab up --control-plane-replicas 2)")
+        run.cannot_run("control-plane needs standbys: kubelab up --control-plane-replicas 2")
         return
     api = cluster.apiserver
     client = ClusterClient(api.grpc_url, cluster.admin_token())

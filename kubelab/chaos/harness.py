@@ -36,6 +36,7 @@ class Run:
         self.t0 = time.monotonic()
         self.events: list[Event] = []
         self.failures: list[str] = []
+        self.not_run: str | None = None  # the scenario cannot run on this cluster: why
         self.metrics: dict[str, object] = {}
         self.say(f"chaos {name}: seed {self.seed} (replay with --seed {self.seed})")
 
@@ -64,7 +65,17 @@ class Run:
             self.failures.append(f"{name}" + (f" ({detail})" if detail else ""))
         return ok
 
+    def cannot_run(self, why: str) -> None:
+        """This cluster cannot host the scenario (e.g. no network namespaces): no verdict on
+        the cluster, exit code 2."""
+        self.not_run = why
+        self._log("say", f"cannot run here: {why}", {})
+
     def verdict(self) -> int:
+        if self.not_run and not self.failures:
+            print(f"VERDICT: NOT RUN — chaos {self.name}: {self.not_run}", file=self.out,
+                  flush=True)
+            return 2
         ok = not self.failures
         if self.metrics:
             print("summary:", file=self.out)
@@ -86,8 +97,9 @@ class WriteProber:
     """Continuous writes (one at a time) through an async `write(i)` callable: counts failures,
     the longest gap between two acknowledged writes, latencies — the availability a user saw."""
 
-    def __init__(self, write, interval: float = 0.05):
+    def __init__(self, write, interval: float = 0.05, what: str = "write"):
         self.write = write
+        self.what = what  # "write" (store/API writes) or "request" (Service traffic)
         self.interval = interval
         self.acked: list[int] = []
         self.failed = 0
@@ -132,11 +144,12 @@ class WriteProber:
     def summary(self) -> dict:
         lat = sorted(self.latencies)
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None
+        slo = (f" (Kubernetes SLO: mutating calls p99 ≤ {SLO_MUTATING_P99:.0f} s)"
+               if self.what == "write" else "")
         return {"requests": self.total, "failed": self.failed,
                 "availability": f"{100.0 * (self.total - self.failed) / max(1, self.total):.2f}%",
-                "longest write gap": f"{self.longest_gap:.2f}s",
-                "write p99": (f"{p99 * 1000:.0f} ms (Kubernetes SLO: mutating calls p99 ≤ "
-                              f"{SLO_MUTATING_P99:.0f} s)") if p99 is not None else "-"}
+                f"longest gap between successful {self.what}s": f"{self.longest_gap:.2f}s",
+                f"{self.what} p99": (f"{p99 * 1000:.0f} ms{slo}" if p99 is not None else "-")}
 
 
 async def wait_until(cond, timeout: float, interval: float = 0.05):

@@ -57,7 +57,8 @@ def _heal(cluster: Cluster, name: str, run: Run) -> None:
 async def quorum(cluster: Cluster, run: Run, settle: float = 2.0) -> None:
     stores = [c.name for c in cluster.stores]
     if len(stores) < 3:
-        run.check("at least 3 store members", False, f"this cluster has {len(stores)}")
+        run.cannot_run(f"quorum needs at least 3 store members (this cluster has "
+                       f"{len(stores)})")
         return
     client = EtcdClient(cluster.store_endpoints(), timeout=2.0, call_timeout=1.0)
     base = f"{PREFIX}q/{run.seed}-{int(time.time() * 1000)}/"  # unique per run

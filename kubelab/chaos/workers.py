@@ -93,7 +93,7 @@ class App:
             return body
 
     def prober(self, worker: str) -> WriteProber:
-        return WriteProber(lambda i: self.get(worker), interval=0.05)
+        return WriteProber(lambda i: self.get(worker), interval=0.05, what="request")
 
 
 def _workers(cluster: Cluster) -> list[str]:
@@ -121,7 +121,7 @@ def _by_node(pods: list[dict]) -> dict[str, int]:
 async def worker_loss(cluster: Cluster, run: Run) -> None:
     workers = _workers(cluster)
     if len(workers) < 2:
-        run.check("at least 2 workers", False, f"{len(workers)}")
+        run.cannot_run(f"worker-loss needs at least 2 workers (this cluster has {len(workers)})")
         return
     async with App(cluster, run) as app:
         if not await _start(app, run):
@@ -151,7 +151,7 @@ async def worker_loss(cluster: Cluster, run: Run) -> None:
         await asyncio.sleep(1.0)
         await prober.stop()
         s = prober.summary()
-        run.metrics.update({f"traffic {k}": v for k, v in s.items()})
+        run.metrics.update({f"Service traffic: {k}": v for k, v in s.items()})
         run.check("Service traffic recovered", prober.acked and prober.acked[-1] == prober.total,
                   f"{prober.failed} of {prober.total} requests failed, longest gap "
                   f"{prober.longest_gap:.2f}s")
@@ -172,7 +172,7 @@ async def _node_ready(app: App, node: str) -> bool:
 async def pod_chaos(cluster: Cluster, run: Run, kills: int = 6) -> None:
     workers = _workers(cluster)
     if not workers:
-        run.check("at least 1 worker", False, "no workers")
+        run.cannot_run("this scenario needs workers (kubelab up --workers N)")
         return
     async with App(cluster, run) as app:
         if not await _start(app, run):
@@ -192,7 +192,7 @@ async def pod_chaos(cluster: Cluster, run: Run, kills: int = 6) -> None:
             await asyncio.sleep(run.rng.uniform(0.2, 1.0))
         await asyncio.sleep(1.0)
         await prober.stop()
-        run.metrics.update({f"traffic {k}": v for k, v in prober.summary().items()})
+        run.metrics.update({f"Service traffic: {k}": v for k, v in prober.summary().items()})
         run.check("no failed requests while pods were deleted", prober.failed == 0,
                   f"{prober.failed} of {prober.total} failed"
                   + (f" ({prober.errors[0]})" if prober.errors else ""))
@@ -206,7 +206,7 @@ async def partition(cluster: Cluster, run: Run) -> None:
     SIGSTOP: the control plane sees exactly the silence a partition causes."""
     workers = _workers(cluster)
     if not workers:
-        run.check("at least 1 worker", False, "no workers")
+        run.cannot_run("this scenario needs workers (kubelab up --workers N)")
         return
     netns = (cluster.settings or {}).get("netns", {})
     async with App(cluster, run, replicas=2) as app:
@@ -215,6 +215,7 @@ async def partition(cluster: Cluster, run: Run) -> None:
         victim = run.rng.choice(workers)
         before = {p["metadata"]["name"] for p in await app.pods()
                   if p["spec"].get("nodeName") == victim}
+        procs = _container_pids(cluster, victim)
         if netns.get(victim):
             from kubelab import netns as kn
             kn.partition(netns[victim])
@@ -226,6 +227,10 @@ async def partition(cluster: Cluster, run: Run) -> None:
         try:
             ok = await wait_until(lambda: _node_not_ready(app, victim), 300, 0.2)
             run.check(f"{victim} becomes NotReady", bool(ok), f"{time.monotonic() - t:.1f}s")
+            alive = [p for p in procs if _alive(p)]
+            run.check(f"{victim}'s pods keep running while it is cut off",
+                      len(alive) == len(procs), f"{len(alive)} of {len(procs)} container "
+                      "processes alive")
         finally:
             if netns.get(victim):
                 from kubelab import netns as kn
@@ -243,15 +248,36 @@ async def partition(cluster: Cluster, run: Run) -> None:
         run.observe(f"pods that were on {victim}: {sorted(before)}")
 
 
+def _container_pids(cluster: Cluster, worker: str) -> list[int]:
+    """The running container processes the worker's node agent recorded (its shims' state)."""
+    import json
+    out = []
+    for f in (cluster.state_dir / worker / "pods").glob("*/*/*/state.json"):
+        try:
+            st = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if st.get("pid") and not st.get("finishedAt") and _alive(int(st["pid"])):
+            out.append(int(st["pid"]))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 async def latency(cluster: Cluster, run: Run, delay_ms: int = 50) -> None:
     """Network delay on a store member (tc netem, or iptables loss where netem is missing):
     its effect on write latency and on elections."""
     netns = (cluster.settings or {}).get("netns", {})
     stores = [c.name for c in cluster.stores]
     if not all(netns.get(s) for s in stores):
-        run.check("the cluster runs with network namespaces", False,
-                  "latency needs kubelab up --network netns (the loopback form has no links to "
-                  "slow down)")
+        run.cannot_run("latency needs kubelab up --network netns (the loopback form has no "
+                       "links to slow down)")
         return
     from kubelab import netns as kn
     from kubelab.etcdclient import EtcdClient
