@@ -26,6 +26,8 @@ from pathlib import Path
 
 from . import cgroups
 
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
+
 log = logging.getLogger(__name__)
 
 SHIM = str(Path(__file__).resolve().with_name("shim.py"))
@@ -165,7 +167,9 @@ class ContainerHandle:
         pid = self.state.get("pid")
         if self.pod.netns_path and pid and _alive(pid):
             # join the container's namespaces (net, mount, uts) through its main process
-            argv = ["nsenter", f"--target={pid}", "--net", "--mount", "--uts",
+            # the node's util-linux nsenter by absolute path: the container's PATH may
+            # lead to busybox's applet of the same name, which lacks these options
+            argv = [NSENTER, f"--target={pid}", "--net", "--mount", "--uts",
                     f"--wdns={cwd}", "--", *argv]
             cwd = "/"
         elif not os.path.isdir(cwd):

@@ -32,8 +32,12 @@ STORES = {f"store-{i}": f"172.30.0.{10 + i}:2379" for i in (1, 2, 3)}
 def compose(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, BASE_IMAGE=os.environ.get("BASE_IMAGE", "kubelab/base:bookworm"),
                COMPOSE_PROJECT_NAME=PROJECT, KUBELAB_TIME_SCALE="0.1")
-    return subprocess.run(["docker-compose", *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, check=check, timeout=timeout)
+    out = subprocess.run(["docker-compose", *args], cwd=ROOT, env=env, text=True,
+                         capture_output=True, timeout=timeout, check=False)
+    if check and out.returncode != 0:
+        raise AssertionError(f"docker-compose {' '.join(args)} failed ({out.returncode}):\n"
+                             f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
 
 
 class Compose:
@@ -123,8 +127,16 @@ def test_app_through_two_workers_and_store_quorum(cluster):
     c = cluster
     c.kubectl("apply", "-f", "-", input=APP)
     for worker_ip in ("172.30.0.101", "172.30.0.102"):
-        wait_for(lambda: "hello from kubelab" in curl(f"http://{worker_ip}:30080/"), 90, 0.5,
+        wait_for(lambda ip=worker_ip: "hello from kubelab" in curl(f"http://{ip}:30080/"), 90, 0.5,
                  f"the app through NodePort 30080 on {worker_ip}")
+
+    # from inside a pod: the Service by name through the cluster DNS and the search list
+    c.kubectl("run", "client", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+    wait_for(lambda: c.kubectl("exec", "client", "--", "wget", "-qO-",
+                               "http://hello", check=False).stdout.strip() ==
+             "hello from kubelab", 60, 0.5, "wget http://hello from a pod")
+    resolv = c.kubectl("exec", "client", "--", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 10.96.0.10" in resolv and "svc.cluster.local" in resolv
 
     acked = []
 
@@ -168,8 +180,8 @@ def test_stop_start_keeps_the_cluster(cluster):
 
 def test_down_leaves_nothing(cluster):
     compose("down", "-v", "--remove-orphans")
-    ps = subprocess.run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project="
-                         f"{PROJECT}", "-q"], text=True, capture_output=True).stdout.strip()
+    ps = subprocess.run(["docker", "ps", "-a", "--filter", (f"label=com.docker.compose.project="
+                         f"{PROJECT}"), "-q"], text=True, capture_output=True).stdout.strip()
     vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter",
                            f"label=com.docker.compose.project={PROJECT}"], text=True,
                           capture_output=True).stdout.strip()

@@ -123,12 +123,12 @@ def test_services_by_name_from_a_pod_on_another_worker(web):
     svc = c.get_json("service", "web")
     # by short name, namespace-qualified, and fully qualified: the search list at work
     for name in ("web", "web.default", "web.default.svc", "web.default.svc.cluster.local"):
-        out = sh(c, "client", f"wget -qO- -T 5 http://{name}/").stdout
+        out = sh(c, "client", f"wget -qO- http://{name}/").stdout
         assert out.strip() == "v1", (name, out)
     out = sh(c, "client", "nslookup web").stdout
     assert svc["spec"]["clusterIP"] in out
     # the ClusterIP directly, from worker-2, to pods that include worker-1's
-    out = sh(c, "client", f"wget -qO- -T 5 http://{svc['spec']['clusterIP']}/").stdout
+    out = sh(c, "client", f"wget -qO- http://{svc['spec']['clusterIP']}/").stdout
     assert out.strip() == "v1"
     assert on, "web pods are scheduled"
     miss = sh(c, "client", "nslookup no-such-service.default.svc.cluster.local", check=False)
@@ -139,7 +139,7 @@ def test_services_by_name_from_a_pod_on_another_worker(web):
 def test_pod_to_pod_across_workers(web):
     c = web
     for p in pods_of(c, "web"):
-        out = sh(c, "client", f"wget -qO- -T 5 http://{p['status']['podIP']}:8080/").stdout
+        out = sh(c, "client", f"wget -qO- http://{p['status']['podIP']}:8080/").stdout
         assert out.strip() == "v1"
 
 
@@ -178,7 +178,7 @@ def test_statefulset_pods_have_stable_dns_names(web):
     for name, ip in ips.items():
         out = sh(c, "client", f"nslookup {name}.nginx.default.svc.cluster.local").stdout
         assert ip in out, (name, out)
-        page = sh(c, "client", f"wget -qO- -T 5 http://{name}.nginx/").stdout
+        page = sh(c, "client", f"wget -qO- http://{name}.nginx/").stdout
         assert "Welcome to nginx" in page
     out = sh(c, "client", "nslookup nginx").stdout
     assert all(ip in out for ip in ips.values()), out
