@@ -63,7 +63,6 @@ from procstat import descendants, processes
 from kubelab.cli import DNS_PROBE_NAME, dns_answer
 from kubelab.cluster import Cluster, machine_network_users, netns_available
 
-TICKS = os.sysconf("SC_CLK_TCK")
 PY = sys.executable
 TARGETS = {"native": 10.0, "compose": 30.0, "election": 2.0}
 

@@ -55,7 +55,6 @@ from kubelab.cli import wait_nodes_ready, wait_ready
 from kubelab.client import ClusterClient
 from kubelab.cluster import Cluster
 
-TICKS = os.sysconf("SC_CLK_TCK")
 NS = "bench"
 SLO_K8S_P99 = 5.0
 TARGET_P99 = 1.0
