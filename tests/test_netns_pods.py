@@ -223,3 +223,131 @@ def test_rolling_update_under_traffic_drops_nothing(web):
     seen = {r[1] for r in results if r[0] == "ok"}
     assert seen == {"v1", "v2"}, seen
     assert not fails, f"{len(fails)} of {len(results)} requests failed: {fails[:3]}"
+
+
+SIDECAR = """
+apiVersion: v1
+kind: Pod
+metadata: {name: sidecar}
+spec:
+  volumes: [{name: shared, emptyDir: {}}]
+  containers:
+  - name: web
+    image: busybox
+    command: ["sh", "-c", "echo from-the-web-container > /www/index.html && httpd -f -p 8080 -h /www"]
+    volumeMounts: [{name: shared, mountPath: /www}]
+  - name: side
+    image: busybox
+    command: ["sh", "-c", "sleep 3600"]
+    volumeMounts: [{name: shared, mountPath: /data}]
+"""
+
+
+def test_sidecar_shares_localhost_and_an_empty_dir(net):
+    c = net
+    apply(c, SIDECAR)
+    c.wait_pod("sidecar", "Ready", 60)
+    out = c.kubectl("exec", "sidecar", "-c", "side", "--", "cat", "/data/index.html").stdout
+    assert out.strip() == "from-the-web-container"
+    wait_for(lambda: c.kubectl("exec", "sidecar", "-c", "side", "--", "wget", "-qO-",
+                               "http://localhost:8080/", check=False).stdout.strip() ==
+             "from-the-web-container", 20, 0.3, "the sidecar reaching localhost:8080")
+    c.kubectl("delete", "pod", "sidecar", "--wait=false")
+
+
+CONFIG = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config}
+data: {greeting: hello, mode: blue}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-secret}
+stringData: {password: s3cr3t}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: configured, labels: {tier: backend}}
+spec:
+  containers:
+  - name: app
+    image: busybox
+    command: ["sleep", "3600"]
+    env:
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: app-config, key: greeting}}}
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: app-secret, key: password}}}
+    - {name: MY_POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: MY_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: MESSAGE, value: "$(GREETING) from $(MY_POD)"}
+    envFrom: [{prefix: CFG_, configMapRef: {name: app-config}}]
+    volumeMounts:
+    - {name: config, mountPath: /etc/config}
+    - {name: info, mountPath: /etc/podinfo}
+  volumes:
+  - {name: config, configMap: {name: app-config}}
+  - name: info
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+"""
+
+
+def test_env_and_volumes_from_configmap_secret_and_downward_api(net):
+    c = net
+    apply(c, CONFIG)
+    pod = c.wait_pod("configured", "Running", 60)
+    env = dict(line.split("=", 1) for line in
+               c.kubectl("exec", "configured", "--", "env").stdout.splitlines() if "=" in line)
+    assert env["GREETING"] == "hello" and env["PASSWORD"] == "s3cr3t"
+    assert env["MY_POD"] == "configured" and env["MY_IP"] == pod["status"]["podIP"]
+    assert env["MESSAGE"] == "hello from configured"
+    assert env["CFG_mode"] == "blue"
+    assert sh(c, "configured", "cat /etc/config/mode").stdout == "blue"
+    assert sh(c, "configured", "cat /etc/podinfo/labels").stdout.strip() == 'tier="backend"'
+    # an update of the ConfigMap reaches the mounted files (within the kubelet's sync period)
+    c.kubectl("patch", "configmap", "app-config", "-p", '{"data":{"mode":"green"}}')
+    wait_for(lambda: sh(c, "configured", "cat /etc/config/mode", check=False).stdout ==
+             "green", 60, 0.5, "the updated ConfigMap in the mounted file")
+    c.kubectl("delete", "pod", "configured", "--wait=false")
+
+
+PVC_STS = """
+apiVersion: v1
+kind: Service
+metadata: {name: store}
+spec: {clusterIP: None, selector: {app: store}, ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: store}
+spec:
+  serviceName: store
+  replicas: 1
+  selector: {matchLabels: {app: store}}
+  template:
+    metadata: {labels: {app: store}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: app, image: busybox, command: ["sleep", "3600"],
+         volumeMounts: [{name: data, mountPath: /data}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"""
+
+
+def test_statefulset_data_survives_pod_deletion(net):
+    c = net
+    apply(c, PVC_STS)
+    first = c.wait_pod("store-0", "Running", 90)
+    sh(c, "store-0", "echo kept > /data/file")
+    c.kubectl("delete", "pod", "store-0")
+
+    def replaced():
+        p = c.get_json("pod", "store-0")
+        return p if p["metadata"]["uid"] != first["metadata"]["uid"] and \
+            p.get("status", {}).get("phase") == "Running" else None
+    wait_for(replaced, 90, 0.3, "the replacement store-0 Running")
+    wait_for(lambda: sh(c, "store-0", "cat /data/file", check=False).stdout.strip() == "kept",
+             20, 0.3, "the data written by the first store-0")
+    assert c.get_json("pvc", "data-store-0")["status"]["phase"] == "Bound"
