@@ -86,7 +86,8 @@ def cluster():
         yield c
     finally:
         logs = compose("logs", "--no-color", "--tail", "40", check=False).stdout
-        compose("down", "-v", "--remove-orphans", check=False)
+        compose("-f", "docker-compose.yml", "-f", "docker-compose.workers.yml", "down", "-v",
+                "--remove-orphans", check=False)
         print(logs[-20000:])
 
 
@@ -178,8 +179,24 @@ def test_stop_start_keeps_the_cluster(cluster):
              "the app through a third worker after the restart")
 
 
+def test_more_workers_join_with_their_own_pod_range(cluster):
+    c = cluster
+    compose("-f", "docker-compose.yml", "-f", "docker-compose.workers.yml", "up", "-d",
+            "worker-4")
+    wait_for(lambda: c.ready_nodes() == 4, 120, 1.0, "worker-4 joining Ready")
+    node = json.loads(c.kubectl("get", "node", "worker-4", "-o", "json").stdout)
+    assert node["spec"]["podCIDR"] == "10.244.4.0/24"
+    assert {"type": "InternalIP", "address": "172.30.0.104"} in node["status"]["addresses"]
+    # its NodePort answers too, with pods elsewhere
+    wait_for(lambda: "hello from kubelab" in curl("http://172.30.0.104:30080/"), 60, 0.5,
+             "the app through worker-4's NodePort")
+    compose("-f", "docker-compose.yml", "-f", "docker-compose.workers.yml", "rm", "-sfv",
+            "worker-4")
+
+
 def test_down_leaves_nothing(cluster):
-    compose("down", "-v", "--remove-orphans")
+    compose("-f", "docker-compose.yml", "-f", "docker-compose.workers.yml", "down", "-v",
+            "--remove-orphans")
     ps = subprocess.run(["docker", "ps", "-a", "--filter", (f"label=com.docker.compose.project="
                          f"{PROJECT}"), "-q"], text=True, capture_output=True).stdout.strip()
     vols = subprocess.run(["docker", "volume", "ls", "-q", "--filter",
