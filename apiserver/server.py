@@ -10,14 +10,14 @@ from aiohttp import web
 
 from kubelab.etcdclient import EtcdClient
 
+from .admission import default_ingress_class
 from .allocators import Allocators
 from .auth import Authorizer, TokenAuthenticator, ensure_token_file
 from .bootstrap import ensure_kubernetes_service
-from .serviceaccounts import (ChainAuthenticator, ServiceAccountTokens,
-                              service_account_admission)
 from .certs import ensure_serving_cert
 from .kinds import load_all
 from .rest import RestAPI
+from .serviceaccounts import ChainAuthenticator, ServiceAccountTokens, service_account_admission
 from .storage import Storage
 from .subresources import SubresourceHandlers
 
@@ -44,6 +44,7 @@ class APIServer:
         self.authn = ChainAuthenticator(TokenAuthenticator.from_file(token_file), self.sa_tokens,
                                         self.storage, self.kinds)
         self.storage.admission.append(service_account_admission(self.storage, self.kinds))
+        self.storage.admission.append(default_ingress_class(self.storage, self.kinds))
         self.authz = Authorizer()
         advertise = args.advertise_address or args.bind_address
         self.rest = RestAPI(self.storage, self.kinds, self.authn, self.authz,
@@ -78,6 +79,7 @@ class APIServer:
     async def _bootstrap(self) -> None:
         """Create the system namespaces once the store answers; until then /readyz fails."""
         import asyncio
+
         from .errors import StatusError
         while True:
             try:

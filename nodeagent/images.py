@@ -317,9 +317,10 @@ def _pause(ref: ImageRef) -> ImageConfig:
     return _cfg(ref, entrypoint=app("pause"))
 
 
-@image("nginx", "nginxinc/nginx-unprivileged", "bitnami/nginx")
+@image("nginx", "nginxinc/nginx-unprivileged", "bitnami/nginx",
+       "registry.k8s.io/nginx-slim", "k8s.gcr.io/nginx-slim")  # the StatefulSet tutorial's
 def _nginx(ref: ImageRef) -> ImageConfig:
-    port = 80 if ref.repository == "library/nginx" else 8080
+    port = 8080 if ref.repository in ("nginxinc/nginx-unprivileged", "bitnami/nginx") else 80
     dirs = wrapper_dirs("nginx", {"nginx": ("nginx", "nginx"),
                                   "nginx-debug": ("nginx", "nginx")})
     return _cfg(ref, entrypoint=app("nginx"), cmd=["nginx", "-g", "daemon off;"],
@@ -342,8 +343,16 @@ def _web_app(name: str, *args: str, port: int, **kw) -> Builder:
     return build
 
 
-image("luksa/kubia")(_web_app("kubia", port=8080))
-image("luksa/kubia-unhealthy")(_web_app("kubia", "--unhealthy", port=8080))
+@image("luksa/kubia")
+def _kubia(ref: ImageRef) -> ImageConfig:
+    """The book's tags: v1/v2 say "This is vN running in pod <name>", v3 fails after the fifth
+    request (chapter 9's rollout examples); other tags say "You've hit <name>"."""
+    args = [f"--version={ref.tag}"] if ref.tag in ("v1", "v2", "v3") else []
+    return _cfg(ref, entrypoint=[*app("kubia"), *args], ports=[8080])
+
+
+# node.js as PID 1 ignores SIGTERM: the liveness example shows exit code 137 after the grace period
+image("luksa/kubia-unhealthy")(_web_app("kubia", "--unhealthy", "--ignore-sigterm", port=8080))
 image("subicura/echo", "ghcr.io/subicura/echo")(
     _web_app("echo", "--style", "echo-server", "--port", "3000", port=3000))
 image("subicura/counter", "ghcr.io/subicura/counter")(_web_app("counter", port=3000))

@@ -334,7 +334,11 @@ class BridgeDriver(SandboxDriver):
             host_net = bool(json.loads((d / "sandbox.json").read_text()).get("hostNetwork"))
         except (OSError, ValueError):
             pass
-        spec = {"net": sandbox.netns_path, "binds": binds,
+        # a private /var per pod (the node's as a read-only base): what containers write there
+        # (`touch /var/ready`, databases under /var/lib) is theirs, not every pod's on the node
+        overlays = [] if host_net else [["/var", str(d / "overlay" / "var"),
+                                         str(d / "overlay" / "var.work")]]
+        spec = {"net": sandbox.netns_path, "binds": binds, "overlays": overlays,
                 "hostname": None if host_net else sandbox.hostname,
                 "cwd": workdir, "record": str(d / "mountpoints")}
         return [sys.executable, "-I", "-S", NSEXEC, json.dumps(spec), "--", *argv]

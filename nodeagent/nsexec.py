@@ -7,6 +7,7 @@ Run as a script, stdlib only, so it starts fast and needs nothing on sys.path:
 spec keys (all optional):
   net       path of a network namespace file to join (e.g. /run/netns/klp-…)
   hostname  when set: a new UTS namespace with this hostname
+  overlays  [[lower, upper, work], ...] private copy-on-write views of node directories
   binds     [[host_path, mount_path, read_only], ...] bind-mounted, in order, inside a new
             private mount namespace (read_only → remounted ro); missing mount points are
             created (directories, or empty files for file sources); a missing source is
@@ -60,9 +61,18 @@ def _b(s: str | None) -> bytes | None:
     return None if s is None else os.fsencode(s)
 
 
-def mount(src: str | None, target: str, fstype: str | None, flags: int) -> None:
-    _check(_libc.mount(_b(src), _b(target), _b(fstype), flags, None),
+def mount(src: str | None, target: str, fstype: str | None, flags: int,
+          data: str | None = None) -> None:
+    _check(_libc.mount(_b(src), _b(target), _b(fstype), flags, _b(data)),
            f"mount {src or ''} on {target}")
+
+
+def overlay(lower: str, upper: str, work: str) -> None:
+    """A private copy-on-write view of the node's `lower` directory: the pod's writes (e.g.
+    `touch /var/ready`) stay in `upper`, as they would in its image's writable layer."""
+    os.makedirs(upper, exist_ok=True)
+    os.makedirs(work, exist_ok=True)
+    mount("overlay", lower, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
 
 
 def setns(path: str, nstype: int) -> None:
@@ -134,6 +144,11 @@ def enter(spec: dict) -> None:
     if binds:
         # never let our bind mounts propagate back to the node's mount namespace
         mount(None, "/", None, MS_REC | MS_PRIVATE)
+        for lower, upper, work in spec.get("overlays") or []:
+            try:
+                overlay(lower, upper, work)
+            except NsError as e:  # e.g. an upper dir on overlayfs: share the node's dir
+                sys.stderr.write(f"nsexec: no private {lower}: {e}\n")
         created: list[str] = []
         try:
             for src, dst, ro in binds:

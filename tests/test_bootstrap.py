@@ -38,3 +38,32 @@ def test_root_ca_published_in_every_namespace(control_plane):
     cp.kubectl("delete", "configmap", "kube-root-ca.crt", "-n", "ca-test")
     wait_for(published, 20, 0.2, "kube-root-ca.crt restored after deletion")
     cp.kubectl("delete", "namespace", "ca-test", "--wait=false")
+
+
+def test_default_ingress_class_is_set_on_create(control_plane):
+    cp = control_plane
+    cp.kubectl("apply", "-f", "-", input="""
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: lab
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: kubelab.io/ingress}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: no-class}
+spec:
+  defaultBackend: {service: {name: web, port: {number: 80}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: other-class}
+spec:
+  ingressClassName: other
+  defaultBackend: {service: {name: web, port: {number: 80}}}
+""")
+    assert cp.get_json("ingress", "no-class")["spec"]["ingressClassName"] == "lab"
+    assert cp.get_json("ingress", "other-class")["spec"]["ingressClassName"] == "other"
+    cp.kubectl("delete", "ingress", "no-class", "other-class")
+    cp.kubectl("delete", "ingressclass", "lab")

@@ -351,3 +351,18 @@ def test_statefulset_data_survives_pod_deletion(net):
     wait_for(lambda: sh(c, "store-0", "cat /data/file", check=False).stdout.strip() == "kept",
              20, 0.3, "the data written by the first store-0")
     assert c.get_json("pvc", "data-store-0")["status"]["phase"] == "Bound"
+
+
+def test_each_pod_has_its_own_var(net):
+    """What a container writes under /var (kubia's `touch /var/ready`) is its pod's alone."""
+    c = net
+    for name in ("var-a", "var-b"):
+        c.kubectl("run", name, "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+    for name in ("var-a", "var-b"):
+        c.wait_pod(name, "Running", 60)
+    marker = f"/var/kubelab-test-{time.monotonic_ns()}"
+    sh(c, "var-a", f"touch {marker} && ls /var/lib >/dev/null")
+    assert sh(c, "var-a", f"test -e {marker}", check=False).returncode == 0
+    assert sh(c, "var-b", f"test -e {marker}", check=False).returncode != 0
+    assert not __import__("os").path.exists(marker)
+    c.kubectl("delete", "pod", "var-a", "var-b", "--wait=false")

@@ -267,7 +267,8 @@ def run(main: Callable[[], Awaitable[None]], on_term: str = "signal",
     """Run an app until it finishes or SIGTERM/SIGINT arrives.
 
     on_term "signal": die of the signal like a process without a handler (exit 143/130);
-    "exit0": print term_message and exit 0 (apps that shut down gracefully)."""
+    "exit0": print term_message and exit 0 (apps that shut down gracefully); "ignore": ignore
+    SIGTERM (node.js as PID 1), so only SIGKILL after the grace period ends it (137)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     task = loop.create_task(main())
@@ -277,8 +278,12 @@ def run(main: Callable[[], Awaitable[None]], on_term: str = "signal",
         got.append(signum)
         task.cancel()
 
-    for s in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(s, on_signal, s)
+    if on_term == "ignore":  # node.js as PID 1: no default action for SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        loop.add_signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
+    else:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(s, on_signal, s)
     try:
         loop.run_until_complete(task)
     except asyncio.CancelledError:
