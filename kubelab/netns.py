@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -100,7 +101,20 @@ def create_network(cluster_id: str, bridge: str | None = None, cidr: str = "172.
             if p.returncode != 0:
                 log.warning("FORWARD accept rule for %s not installed: %s", bridge,
                             p.stderr.strip())
+        # traffic from the machines to the outside (the host's DNS resolvers, which the
+        # cluster DNS forwards to) leaves with the host's address, as from Docker's bridge
+        nat = _nat_rule(bridge, str(net))
+        if _run(["iptables", "-w", "-t", "nat", "-C", *nat], check=False).returncode != 0:
+            p = _run(["iptables", "-w", "-t", "nat", "-A", *nat], check=False)
+            if p.returncode != 0:
+                log.warning("MASQUERADE rule for %s not installed: %s", bridge,
+                            p.stderr.strip())
     return bridge
+
+
+def _nat_rule(bridge: str, cidr: str) -> list[str]:
+    return ["POSTROUTING", "-s", cidr, "!", "-o", bridge, "-m", "comment", "--comment",
+            f"kubelab machine network {bridge}", "-j", "MASQUERADE"]
 
 
 def _forward_rule(bridge: str) -> list[str]:
@@ -262,3 +276,9 @@ def destroy_network(cluster_id: str, bridge: str | None = None, kill: bool = Tru
     if shutil.which("iptables"):
         while _run(["iptables", "-w", "-D", *_forward_rule(bridge)], check=False).returncode == 0:
             pass
+        # the NAT rule names the bridge; its source range is whatever create_network was given
+        p = _run(["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"], check=False)
+        for line in p.stdout.splitlines():
+            if f"kubelab machine network {bridge}" in line and line.startswith("-A "):
+                _run(["iptables", "-w", "-t", "nat", "-D",
+                      *shlex.split(line)[1:]], check=False)

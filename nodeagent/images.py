@@ -287,7 +287,9 @@ def _cfg(ref: ImageRef, **kw) -> ImageConfig:
 @image("busybox", "alpine", "k8s.gcr.io/busybox", "registry.k8s.io/busybox",
        "gcr.io/google-containers/busybox", "radial/busyboxplus")
 def _busybox(ref: ImageRef) -> ImageConfig:
-    return _cfg(ref, cmd=["sh"], path_dirs=busybox_dirs())
+    # nslookup as busybox 1.28 (the version the DNS tutorials pin): it applies the search list
+    nslookup = wrapper_dirs("busybox-nslookup", {"nslookup": ("nslookup",)})
+    return _cfg(ref, cmd=["sh"], path_dirs=nslookup + busybox_dirs())
 
 
 @image("debian", "ubuntu")

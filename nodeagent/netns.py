@@ -335,7 +335,9 @@ class BridgeDriver(SandboxDriver):
         except (OSError, ValueError):
             pass
         # a private /var per pod (the node's as a read-only base): what containers write there
-        # (`touch /var/ready`, databases under /var/lib) is theirs, not every pod's on the node
+        # (`touch /var/ready`, databases under /var/lib) is theirs, not every pod's on the
+        # node. (/etc and /usr stay the node's: catalog apps read a mount point there as a
+        # user-provided volume.)
         overlays = [] if host_net else [["/var", str(d / "overlay" / "var"),
                                          str(d / "overlay" / "var.work")]]
         spec = {"net": sandbox.netns_path, "binds": binds, "overlays": overlays,

@@ -654,11 +654,17 @@ class VolumeManager:
                     # with an fsGroup the token is 0600, made 0640 by the volume ownership
                     mode = 0o600 if sc.get("fsGroup") is not None else dm
                     token = self._sa_token(pod, tp)
+                    if token is None and self.token_source is not None:
+                        # e.g. the namespace's ServiceAccount is not made yet: the kubelet
+                        # fails the mount and retries it
+                        sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+                        raise _SetupError(f'failed to fetch token: serviceaccounts "{sa}" '
+                                          f"token could not be requested for {ns}/{sa}")
                     if token is None:
                         sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-                        msg = (f"no token for service account {ns}/{sa}: the API server has no "
-                               "TokenRequest (serviceaccounts/token) and no "
-                               f"{SA_TOKEN_TYPE} Secret exists; {tp.get('path')} left out")
+                        msg = (f"no token for service account {ns}/{sa}: no TokenRequest "
+                               f"source and no {SA_TOKEN_TYPE} Secret exists; "
+                               f"{tp.get('path')} left out")
                         log.warning("%s", msg)
                         warnings.append(("FailedMount", msg))
                         continue

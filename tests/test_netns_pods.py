@@ -177,13 +177,17 @@ def test_statefulset_pods_have_stable_dns_names(web):
              "db-0 and db-1 Ready")
     ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods_of(c, "nginx")}
     for name, ip in ips.items():
-        out = sh(c, "client", f"nslookup {name}.nginx.default.svc.cluster.local",
-                 check=False).stdout
-        assert ip in out, (name, out)
-        page = sh(c, "client", f"wget -qO- http://{name}.nginx/").stdout
-        assert "Welcome to nginx" in page
-    out = sh(c, "client", "nslookup nginx", check=False).stdout
-    assert all(ip in out for ip in ips.values()), out
+        # the endpoints (and so the DNS) follow the pod's readiness within a watch event
+        wait_for(lambda n=name, i=ip: i in sh(c, "client",
+                                               f"nslookup {n}.nginx.default.svc.cluster.local",
+                                               check=False).stdout,
+                 20, 0.3, f"{name}.nginx resolving to {ip}")
+        # no readiness probe: Ready when started, so nginx may still be starting up
+        wait_for(lambda n=name: "Welcome to nginx" in sh(c, "client", f"wget -qO- http://{n}.nginx/",
+                                                         check=False).stdout,
+                 30, 0.3, f"nginx answering on {name}.nginx")
+    wait_for(lambda: all(ip in sh(c, "client", "nslookup nginx", check=False).stdout
+                         for ip in ips.values()), 20, 0.3, "nginx resolving to both pods")
 
 
 def test_rolling_update_under_traffic_drops_nothing(web):
