@@ -67,6 +67,20 @@ def mount(src: str | None, target: str, fstype: str | None, flags: int,
            f"mount {src or ''} on {target}")
 
 
+def _hides_needed_mounts(path: str, needed: list[str]) -> bool:
+    """Whether an overlay of `path` would hide a mount below it that this container needs (its
+    sandbox files or volumes: e.g. the worker's own state volume at /var/lib/kubelab/data in a
+    compose worker). Mounts it does not need (the node's /var/lib/docker) may be hidden."""
+    prefix = path.rstrip("/") + "/"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            subs = [line.split()[4] for line in f]
+    except (OSError, IndexError):
+        return True
+    subs = [m.rstrip("/") + "/" for m in subs if m.startswith(prefix)]
+    return any((p.rstrip("/") + "/").startswith(m) for m in subs for p in needed)
+
+
 def overlay(lower: str, upper: str, work: str) -> None:
     """A private copy-on-write view of the node's `lower` directory: the pod's writes (e.g.
     `touch /var/ready`) stay in `upper`, as they would in its image's writable layer."""
@@ -144,7 +158,10 @@ def enter(spec: dict) -> None:
     if binds:
         # never let our bind mounts propagate back to the node's mount namespace
         mount(None, "/", None, MS_REC | MS_PRIVATE)
+        needed = [src for src, _, _ in binds] + ([spec["cwd"]] if spec.get("cwd") else [])
         for lower, upper, work in spec.get("overlays") or []:
+            if _hides_needed_mounts(lower, needed):
+                continue  # keep the node's directory (and what is mounted in it) as it is
             try:
                 overlay(lower, upper, work)
             except NsError as e:  # e.g. an upper dir on overlayfs: share the node's dir
