@@ -37,23 +37,28 @@ class NetnsError(RuntimeError):
     pass
 
 
-def _run(argv: list[str], check: bool = True, input: str | None = None
-         ) -> subprocess.CompletedProcess:
+def run(argv: list[str], check: bool = True, input: str | None = None,
+        error: type[Exception] = NetnsError) -> subprocess.CompletedProcess:
+    """Run an `ip`/`iptables`-style command; with check, a failure raises `error` with its
+    message (shared with the pod sandbox driver, which raises its own error type)."""
     p = subprocess.run(argv, check=False, capture_output=True, text=True, input=input)
     if check and p.returncode != 0:
-        raise NetnsError(f"{' '.join(argv)}: {(p.stderr or p.stdout).strip()}")
+        raise error(f"{' '.join(argv)}: {(p.stderr or p.stdout).strip()}")
     return p
 
 
-def _hash(s: str, n: int) -> str:
+
+def short_hash(s: str, n: int) -> str:
+    """n hex digits of s's SHA-1: short, stable parts of interface and namespace names."""
     return hashlib.sha1(s.encode()).hexdigest()[:n]
+
 
 
 def cluster_tag(cluster_id: str) -> str:
     """A short, interface-name-safe form of the cluster id (≤ 12 characters)."""
     if re.fullmatch(r"[A-Za-z0-9_]{1,12}", cluster_id):
         return cluster_id
-    return _hash(cluster_id, 8)
+    return short_hash(cluster_id, 8)
 
 
 def bridge_name(cluster_id: str) -> str:
@@ -69,7 +74,7 @@ def netns_name(cluster_id: str, name: str) -> str:
 
 
 def host_veth(cluster_id: str, name: str) -> str:
-    return "km" + _hash(f"{cluster_id}/{name}", 10)
+    return "km" + short_hash(f"{cluster_id}/{name}", 10)
 
 
 def netns_exists(name: str) -> bool:
@@ -78,7 +83,7 @@ def netns_exists(name: str) -> bool:
 
 def _link_exists(name: str, ns: str | None = None) -> bool:
     argv = ["ip", *(["-n", ns] if ns else []), "link", "show", "dev", name]
-    return _run(argv, check=False).returncode == 0
+    return run(argv, check=False).returncode == 0
 
 
 def create_network(cluster_id: str, bridge: str | None = None, cidr: str = "172.30.0.0/24",
@@ -89,23 +94,23 @@ def create_network(cluster_id: str, bridge: str | None = None, cidr: str = "172.
         raise NetnsError(f"bridge name {bridge!r} longer than {IFNAMSIZ} characters")
     net = ipaddress.ip_network(cidr, strict=False)
     if not _link_exists(bridge):
-        _run(["ip", "link", "add", bridge, "type", "bridge"])
-    _run(["ip", "addr", "replace", f"{host_ip}/{net.prefixlen}", "dev", bridge])
-    _run(["ip", "link", "set", bridge, "up"])
+        run(["ip", "link", "add", bridge, "type", "bridge"])
+    run(["ip", "addr", "replace", f"{host_ip}/{net.prefixlen}", "dev", bridge])
+    run(["ip", "link", "set", bridge, "up"])
     # with br_netfilter loaded, bridged frames pass the host's FORWARD chain, which Docker
     # (and many firewalls) set to DROP: let the machines talk to each other
     if shutil.which("iptables"):
         rule = _forward_rule(bridge)
-        if _run(["iptables", "-w", "-C", *rule], check=False).returncode != 0:
-            p = _run(["iptables", "-w", "-I", *rule], check=False)
+        if run(["iptables", "-w", "-C", *rule], check=False).returncode != 0:
+            p = run(["iptables", "-w", "-I", *rule], check=False)
             if p.returncode != 0:
                 log.warning("FORWARD accept rule for %s not installed: %s", bridge,
                             p.stderr.strip())
         # traffic from the machines to the outside (the host's DNS resolvers, which the
         # cluster DNS forwards to) leaves with the host's address, as from Docker's bridge
         nat = _nat_rule(bridge, str(net))
-        if _run(["iptables", "-w", "-t", "nat", "-C", *nat], check=False).returncode != 0:
-            p = _run(["iptables", "-w", "-t", "nat", "-A", *nat], check=False)
+        if run(["iptables", "-w", "-t", "nat", "-C", *nat], check=False).returncode != 0:
+            p = run(["iptables", "-w", "-t", "nat", "-A", *nat], check=False)
             if p.returncode != 0:
                 log.warning("MASQUERADE rule for %s not installed: %s", bridge,
                             p.stderr.strip())
@@ -131,17 +136,17 @@ def add_machine(cluster_id: str, name: str, ip: str, *, bridge: str | None = Non
     veth = host_veth(cluster_id, name)
     prefix = ipaddress.ip_network(cidr, strict=False).prefixlen
     if not netns_exists(ns):
-        _run(["ip", "netns", "add", ns])
+        run(["ip", "netns", "add", ns])
     if not _link_exists(veth):
         if _link_exists("eth0", ns):
-            _run(["ip", "-n", ns, "link", "del", "eth0"], check=False)
-        _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-    _run(["ip", "link", "set", veth, "master", bridge, "up"])
+            run(["ip", "-n", ns, "link", "del", "eth0"], check=False)
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    run(["ip", "link", "set", veth, "master", bridge, "up"])
     cmds = (f"addr replace {ip}/{prefix} dev eth0\n"
             "link set lo up\n"
             "link set eth0 up\n"
             f"route replace default via {host_ip} dev eth0\n")
-    _run(["ip", "-n", ns, "-batch", "-"], input=cmds)
+    run(["ip", "-n", ns, "-batch", "-"], input=cmds)
     return ns
 
 
@@ -149,7 +154,7 @@ def remove_machine(cluster_id: str, name: str) -> None:
     ns = netns_name(cluster_id, name)
     veth = host_veth(cluster_id, name)
     if _link_exists(veth):
-        _run(["ip", "link", "del", veth], check=False)
+        run(["ip", "link", "del", veth], check=False)
     _delete_netns(ns, kill=True)
 
 
@@ -167,11 +172,11 @@ def wrap(argv: list[str], netns_name: str) -> list[str]:
 
 def _peer_of(netns_name: str) -> str | None:
     """The host-side interface of the machine's eth0 (from eth0's peer ifindex)."""
-    p = _run(["ip", "-n", netns_name, "-o", "link", "show", "dev", "eth0"], check=False)
+    p = run(["ip", "-n", netns_name, "-o", "link", "show", "dev", "eth0"], check=False)
     m = re.search(r"eth0@if(\d+)", p.stdout)
     if not m:
         return None
-    q = _run(["ip", "-o", "link", "show"], check=False)
+    q = run(["ip", "-o", "link", "show"], check=False)
     for line in q.stdout.splitlines():
         idx, _, rest = line.partition(":")
         if idx.strip() == m.group(1):
@@ -184,21 +189,21 @@ def partition(netns_name: str) -> None:
     veth = _peer_of(netns_name)
     if veth is None:
         raise NetnsError(f"no machine network interface found for {netns_name}")
-    _run(["ip", "link", "set", veth, "down"])
+    run(["ip", "link", "set", veth, "down"])
 
 
 def heal(netns_name: str) -> None:
     veth = _peer_of(netns_name)
     if veth is None:
         raise NetnsError(f"no machine network interface found for {netns_name}")
-    _run(["ip", "link", "set", veth, "up"])
+    run(["ip", "link", "set", veth, "up"])
 
 
 def is_partitioned(netns_name: str) -> bool:
     veth = _peer_of(netns_name)
     if veth is None:
         return True
-    p = _run(["ip", "-o", "link", "show", "dev", veth], check=False)
+    p = run(["ip", "-o", "link", "show", "dev", veth], check=False)
     flags = re.search(r"<([^>]*)>", p.stdout)
     return not flags or "UP" not in flags.group(1).split(",")
 
@@ -213,24 +218,24 @@ def add_delay(netns_name: str, ms: float, loss_pct: float = 0.0) -> bool:
     args = ["delay", f"{ms}ms"]
     if loss_pct:
         args += ["loss", f"{loss_pct}%"]
-    p = _run(["ip", "netns", "exec", netns_name, "tc", "qdisc", "replace", "dev", "eth0",
+    p = run(["ip", "netns", "exec", netns_name, "tc", "qdisc", "replace", "dev", "eth0",
               "root", "netem", *args], check=False)
     if p.returncode == 0:
         return True
     log.warning("tc netem unavailable in %s (%s)", netns_name, p.stderr.strip())
     if loss_pct:
-        _run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-A", *_LOSS_RULE,
+        run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-A", *_LOSS_RULE,
               f"{loss_pct / 100:.4f}", "-j", "DROP"], check=False)
     return False
 
 
 def clear_delay(netns_name: str) -> None:
-    _run(["ip", "netns", "exec", netns_name, "tc", "qdisc", "del", "dev", "eth0", "root"],
+    run(["ip", "netns", "exec", netns_name, "tc", "qdisc", "del", "dev", "eth0", "root"],
          check=False)
-    p = _run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-S", "INPUT"], check=False)
+    p = run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-S", "INPUT"], check=False)
     for line in p.stdout.splitlines():
         if "statistic" in line and line.startswith("-A INPUT"):
-            _run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-D",
+            run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-D",
                   *line.split()[1:]], check=False)
 
 
@@ -238,13 +243,13 @@ def _delete_netns(ns: str, kill: bool) -> None:
     if not netns_exists(ns):
         return
     if kill:
-        p = _run(["ip", "netns", "pids", ns], check=False)
+        p = run(["ip", "netns", "pids", ns], check=False)
         for pid in p.stdout.split():
             try:
                 os.kill(int(pid), signal.SIGKILL)
             except (ValueError, OSError):
                 pass
-    p = _run(["ip", "netns", "del", ns], check=False)
+    p = run(["ip", "netns", "del", ns], check=False)
     if p.returncode != 0 and netns_exists(ns):
         try:
             os.unlink(os.path.join(NETNS_DIR, ns))
@@ -267,18 +272,18 @@ def destroy_network(cluster_id: str, bridge: str | None = None, kill: bool = Tru
     for ns in list_machines(cluster_id):
         _delete_netns(ns, kill)
     if _link_exists(bridge):
-        p = _run(["ip", "-o", "link", "show", "master", bridge], check=False)
+        p = run(["ip", "-o", "link", "show", "master", bridge], check=False)
         for line in p.stdout.splitlines():
             parts = line.split(":", 2)
             if len(parts) > 1:
-                _run(["ip", "link", "del", parts[1].strip().split("@")[0]], check=False)
-        _run(["ip", "link", "del", bridge], check=False)
+                run(["ip", "link", "del", parts[1].strip().split("@")[0]], check=False)
+        run(["ip", "link", "del", bridge], check=False)
     if shutil.which("iptables"):
-        while _run(["iptables", "-w", "-D", *_forward_rule(bridge)], check=False).returncode == 0:
+        while run(["iptables", "-w", "-D", *_forward_rule(bridge)], check=False).returncode == 0:
             pass
         # the NAT rule names the bridge; its source range is whatever create_network was given
-        p = _run(["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"], check=False)
+        p = run(["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"], check=False)
         for line in p.stdout.splitlines():
             if f"kubelab machine network {bridge}" in line and line.startswith("-A "):
-                _run(["iptables", "-w", "-t", "nat", "-D",
+                run(["iptables", "-w", "-t", "nat", "-D",
                       *shlex.split(line)[1:]], check=False)

@@ -23,7 +23,6 @@ state) for every other node.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import logging
@@ -35,12 +34,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from kubelab import netns as machine_net
+from kubelab.netns import NETNS_DIR, netns_exists
+from kubelab.netns import short_hash as _hash
+
 from .sandbox import Sandbox, SandboxDriver, hosts_file, pod_hostname, resolv_conf
 
 log = logging.getLogger(__name__)
 
 ROUTE_PROTO = "190"
-NETNS_DIR = "/run/netns"
 NSEXEC = str(Path(__file__).resolve().with_name("nsexec.py"))
 
 
@@ -50,18 +52,7 @@ class SandboxError(RuntimeError):
 
 def _run(argv: list[str], check: bool = True, input: str | None = None
          ) -> subprocess.CompletedProcess:
-    p = subprocess.run(argv, check=False, capture_output=True, text=True, input=input)
-    if check and p.returncode != 0:
-        raise SandboxError(f"{' '.join(argv)}: {(p.stderr or p.stdout).strip()}")
-    return p
-
-
-def _hash(s: str, n: int) -> str:
-    return hashlib.sha1(s.encode()).hexdigest()[:n]
-
-
-def netns_exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_DIR, name))
+    return machine_net.run(argv, check, input, error=SandboxError)
 
 
 def list_netns() -> list[str]:
