@@ -126,14 +126,8 @@ def check_register(ops: list[Op], initial: Any = None, max_steps: int = 5_000_00
                     continue
             entry = entry.next
         else:
-            # a return whose call could not be placed before it: undo the last choice
-            if not stack:
-                return False
-            entry, state = stack.pop()
-            linearized &= ~(1 << entry.idx)
-            _unlift(entry)
-            entry = entry.next
-        while entry is None:  # ran off the end with calls left: backtrack as well
+            entry = None  # a return whose call could not be placed before it
+        while entry is None:  # undo the last choice (also after running off the end)
             if not stack:
                 return False
             entry, state = stack.pop()
