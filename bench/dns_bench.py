@@ -34,7 +34,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,26 +42,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from proxy.dns.static import free_port
+
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sys.executable
 KUBE_IP = "127.53.9.1"
 MASQ_IP = "127.53.9.2"
 
 
-def free_port(ip: str) -> int:
-    for _ in range(100):
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            u.bind((ip, 0))
-            port = u.getsockname()[1]
-            t.bind((ip, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            u.close()
-            t.close()
-    raise RuntimeError("no free port")
 
 
 def make_world(n: int) -> tuple[list[dict], list[tuple[str, str]]]:

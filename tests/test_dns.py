@@ -20,7 +20,7 @@ from proxy.dns.forward import parse_upstream
 from proxy.dns.records import RecordLookup, ip_from_reverse
 from proxy.dns.server import DNSServer, QueryHandler
 from proxy.dns.source import ClusterCache
-from proxy.dns.static import StaticInformers
+from proxy.dns.static import StaticInformers, free_port
 from proxy.endpoints import EndpointIndex
 
 Z = "cluster.local"
@@ -534,21 +534,6 @@ class FakeUpstream:
         await self.tcp.wait_closed()
 
 
-def free_port(ip: str) -> int:
-    for _ in range(50):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind((ip, 0))
-            port = s.getsockname()[1]
-            t.bind((ip, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-            t.close()
-    raise RuntimeError("no free port")
 
 
 async def dig(server: str, port: int, name: str, qtype: str = "A", *opts: str) -> str:

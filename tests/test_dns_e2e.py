@@ -8,33 +8,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from proxy.dns.static import free_port
 from tests.conftest import ROOT, wait_for
 
 DNS_IP = "127.53.1.1"
 
 
-def free_port(ip: str) -> int:
-    for _ in range(50):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind((ip, 0))
-            port = s.getsockname()[1]
-            t.bind((ip, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-            t.close()
-    raise RuntimeError("no free port")
 
 
 class DNSProcess:

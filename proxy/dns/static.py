@@ -6,6 +6,7 @@ simulate watch events."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterable
 
 from kubelab.client import object_key
@@ -71,3 +72,21 @@ class StaticInformers:
 
     def delete(self, obj: dict) -> None:
         self.informer(obj["kind"]).delete(obj)
+
+
+def free_port(ip: str, tries: int = 100) -> int:
+    """A port free for both UDP and TCP on `ip` (a DNS server binds both)."""
+    for _ in range(tries):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            u.bind((ip, 0))
+            port = u.getsockname()[1]
+            t.bind((ip, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            u.close()
+            t.close()
+    raise RuntimeError("no free port")
