@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--listen-metrics-urls", default=env("ETCD_LISTEN_METRICS_URLS", ""),
                    help="HTTP /health, /readyz, /metrics")
     p.add_argument("--log-level", default=env("ETCD_LOG_LEVEL", "info"))
+    p.add_argument("--gil-switch-interval", type=float, default=1.0,
+                   help="ms (etcdlite only): how long a Python thread may hold the GIL while "
+                        "another waits; shorter makes Raft steps wait less behind gRPC")
     return p.parse_args(argv)
 
 
@@ -94,6 +97,10 @@ async def amain(args: argparse.Namespace) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # gRPC's thread and the Raft thread share the GIL: at CPython's default 5 ms switch
+    # interval, every Raft step that waits for the GIL (after an fdatasync, a received
+    # message) could wait up to 5 ms. 1 ms gave ~15% more put throughput at 64 clients.
+    sys.setswitchinterval(args.gil_switch_interval / 1000.0)
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s {args.name} %(name)s %(levelname)s %(message)s")
     try:

@@ -229,3 +229,27 @@ def test_full_cluster_sigkill_and_restart_loses_nothing(tmp_path):
         asyncio.run(verify_all_present(c.endpoints, "/full/", w.acked))
     finally:
         c.down()
+
+
+def test_raft_term_and_vote_reach_the_disk_before_they_count(tmp_path, monkeypatch):
+    """Raft's currentTerm/votedFor (pysyncobj's <journal>.meta) are fsynced, file then
+    directory, when stored — a member that forgot its vote after a machine crash could vote
+    twice in one term. (etcdlite.replication patches pysyncobj's MetaStorer.)"""
+    import os
+
+    from pysyncobj.journal import MetaStorer
+
+    import etcdlite.replication  # noqa: F401 - installs the patch
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = MetaStorer(str(tmp_path / "raft.journal.meta"))
+    store.storeMeta({"currentTerm": 7, "votedForNodeId": "store-2"})
+    assert synced == [str(tmp_path / "raft.journal.meta.tmp"), str(tmp_path)]
+    assert MetaStorer(str(tmp_path / "raft.journal.meta")).getMeta() == {
+        "currentTerm": 7, "votedForNodeId": "store-2"}
+    assert not (tmp_path / "raft.journal.meta.tmp").exists()
