@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import logging
 import random
@@ -21,14 +20,20 @@ from typing import Any, Awaitable, Callable
 import grpc
 
 from kubelab.etcdclient import EtcdClient, EtcdError, prefix_end
-from kubelab.selectors import (FieldRequirement, Selector, SelectorError, fields_match,
-                               parse_field_selector, parse_label_selector)
+from kubelab.selectors import (
+    FieldRequirement,
+    Selector,
+    SelectorError,
+    fields_match,
+    parse_field_selector,
+    parse_label_selector,
+)
 from proto.etcdserverpb import rpc_pb2 as pb
 
 from . import errors
 from .errors import Cause, StatusError
 from .kinds import Kind, Registry, get_path, now_rfc3339
-from .kinds.common import object_meta
+from .kinds.common import json_copy, object_meta
 from .watchcache import Expired, Subscriber, WatchCache, decode
 
 log = logging.getLogger("apiserver.storage")
@@ -132,7 +137,7 @@ class Storage:
         if cache is None or not cache.ready.is_set():
             return None
         obj = cache.objects.get(kind.key(namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return json_copy(obj) if obj is not None else None
 
     def _decorate(self, kind: Kind, obj: dict) -> dict:
         obj.setdefault("apiVersion", kind.api_version)
@@ -167,7 +172,7 @@ class Storage:
         cache = self.caches.get(kind.plural)
         # resourceVersion "0" (any): serve from the watch cache, as kube-apiserver does
         if resource_version == "0" and not cont and cache is not None and cache.ready.is_set():
-            items = [copy.deepcopy(o) for k, o in sorted(cache.objects.items())
+            items = [json_copy(o) for k, o in sorted(cache.objects.items())
                      if k.startswith(prefix) and match(o)]
             return ListResult([self._decorate(kind, o) for o in items], cache.rev)
         start = prefix
@@ -249,7 +254,7 @@ class Storage:
                      namespace: str | None = None) -> dict:
         if not isinstance(obj, dict) or not isinstance(obj.get("metadata", {}), dict):
             raise errors.bad_request("the body of the request is not a valid object")
-        obj = copy.deepcopy(obj)
+        obj = json_copy(obj)
         md = obj.setdefault("metadata", {})
         obj["apiVersion"] = kind.api_version
         obj["kind"] = kind.kind
@@ -333,7 +338,7 @@ class Storage:
         return resp.header.revision
 
     def _prepare_update(self, kind: Kind, new: dict, old: dict, subresource: str | None) -> dict:
-        new = copy.deepcopy(new)
+        new = json_copy(new)
         md = new.setdefault("metadata", {})
         omd = old["metadata"]
         if md.get("uid") and md["uid"] != omd.get("uid"):
@@ -353,7 +358,7 @@ class Storage:
         if subresource == "status":
             # only status changes through /status; everything else is the stored object's
             keep = {k: v for k, v in new.items() if k == "status"}
-            new = copy.deepcopy(old)
+            new = json_copy(old)
             new.pop("status", None)
             new.update(keep)
             new["metadata"]["resourceVersion"] = md.get("resourceVersion",
@@ -361,7 +366,7 @@ class Storage:
         elif "status" in kind.subresources:
             # the main resource ignores status changes (they go through /status)
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = json_copy(old["status"])
             else:
                 new.pop("status", None)
         if kind.default:
@@ -459,7 +464,7 @@ class Storage:
                 kv = resp.kvs[0]
                 mod_rev = kv.mod_revision
                 old = self._decorate(kind, decode(kv.value, kv.mod_revision))
-            new = mutate(copy.deepcopy(old))
+            new = mutate(json_copy(old))
             want_rv = (new.get("metadata") or {}).get("resourceVersion")
             if want_rv and str(want_rv) != str(mod_rev):
                 if attempt == 0 and cached is not None:
@@ -503,7 +508,7 @@ class Storage:
                         f"Precondition failed: ResourceVersion in precondition: "
                         f"{preconditions['resourceVersion']}, ResourceVersion in object meta: "
                         f"{md['resourceVersion']}")
-            new = copy.deepcopy(obj)
+            new = json_copy(obj)
             nmd = new["metadata"]
             finalizers = list(nmd.get("finalizers") or [])
             if propagation == "Foreground" and "foregroundDeletion" not in finalizers:

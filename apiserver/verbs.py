@@ -3,7 +3,6 @@ JSON, strategic, server-side apply) and delete, with managedFields bookkeeping."
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
@@ -11,6 +10,7 @@ import yaml
 
 from . import errors
 from .kinds import Kind, get_path, now_rfc3339
+from .kinds.common import json_copy
 from .storage import Storage
 
 
@@ -152,7 +152,7 @@ async def server_side_apply(storage: Storage, kind: Kind, namespace: str | None,
                                  f"on the URL ({name})")
 
     def create() -> dict:
-        obj = copy.deepcopy(applied)
+        obj = json_copy(applied)
         obj.setdefault("metadata", {})["name"] = name
         record_manager(obj, manager, "Apply", applied)
         return obj
@@ -250,7 +250,7 @@ def _delete_path(obj: dict, path: tuple) -> None:
 
 
 def _strip_meta(applied: dict) -> dict:
-    out = copy.deepcopy(applied)
+    out = json_copy(applied)
     md = out.get("metadata") or {}
     for f in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
         md.pop(f, None)

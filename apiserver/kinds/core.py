@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import ipaddress
 import json
 import re
@@ -21,6 +20,7 @@ from .common import (
     immutable,
     invalid,
     is_int,
+    json_copy,
     labels,
     object_meta,
     q,
@@ -1344,12 +1344,12 @@ def validate_pod_update(new: dict, old: dict) -> list[Cause]:
                            "must not update from a positive integer to nil value"))
     out += _toleration_added_only(_lst(ns.get("tolerations")), _lst(os_.get("tolerations")),
                                   "spec.tolerations")
-    if _semantic(ns) == _semantic(os_):
+    if ns == os_:  # status updates, the common case: no need for semantic equality
         return out
     if pod_qos_class(os_) != pod_qos_class(ns):
         out.append(invalid("metadata", _dct(new.get("status")).get("qosClass", ""),
                            "Pod QOS is immutable"))
-    munged = copy.deepcopy(ns)
+    munged = json_copy(ns)
     for k in ("containers", "initContainers"):
         for c, oc in zip(_lst(munged.get(k)), _lst(os_.get(k))):
             if isinstance(c, dict) and isinstance(oc, dict):
@@ -1365,16 +1365,16 @@ def validate_pod_update(new: dict, old: dict) -> list[Cause]:
     if nec[:len(oec)] == oec:
         munged.pop("ephemeralContainers", None)
         if oec:
-            munged["ephemeralContainers"] = copy.deepcopy(oec)
+            munged["ephemeralContainers"] = json_copy(oec)
     for k in ("activeDeadlineSeconds", "schedulingGates", "tolerations"):
         if k in os_:
-            munged[k] = copy.deepcopy(os_[k])
+            munged[k] = json_copy(os_[k])
         else:
             munged.pop(k, None)
     otg = os_.get("terminationGracePeriodSeconds")
     if is_int(otg) and otg < 0 and munged.get("terminationGracePeriodSeconds") == 1:
         munged["terminationGracePeriodSeconds"] = otg
-    if _semantic(munged) != _semantic(os_):
+    if munged != os_ and _semantic(munged) != _semantic(os_):  # (bindings: equal)
         diff = "\n".join(_spec_diff(_semantic(os_), _semantic(munged)))
         out.append(forbidden("spec", f"pod updates may not change fields other than "
                                      f"{POD_UPDATABLE}\n  core.PodSpec{{\n{diff}\n  }}\n"))
@@ -2688,8 +2688,8 @@ def _pvc_validate(obj: dict, old: dict | None) -> list[Cause]:
     if spec.get("selector") is not None and not isinstance(spec.get("selector"), dict):
         out.append(type_error("spec.selector", spec["selector"], "an object"))
     if old is not None:
-        ospec = copy.deepcopy(_dct(old.get("spec")))
-        nspec = copy.deepcopy(spec)
+        ospec = json_copy(_dct(old.get("spec")))
+        nspec = json_copy(spec)
         if not ospec.get("volumeName"):
             ospec["volumeName"] = nspec.get("volumeName")
         bound = _dct(old.get("status")).get("phase") == "Bound"
