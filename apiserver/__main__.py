@@ -32,6 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--kubelet-certificate-authority", default=None,
                    help="verify node agent serving certs against this CA (like "
                         "kube-apiserver, node certs are not verified without it)")
+    p.add_argument("--endpoint-reconciler-type", default="lease", choices=["lease", "none"],
+                   help="lease: keep this API server in the kubernetes Service's endpoints "
+                        "through a store lease (several API servers share the Service)")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
 

@@ -4,7 +4,13 @@ API server — so pods get KUBERNETES_SERVICE_HOST and DNS answers kubernetes.de
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
+
 from .errors import StatusError
+
+log = logging.getLogger("apiserver.bootstrap")
 
 SERVICE = "kubernetes"
 
@@ -19,24 +25,24 @@ def kubernetes_service(cluster_ip: str) -> dict:
                                 "targetPort": 6443}]}}
 
 
-def kubernetes_endpoints(address: str, port: int) -> tuple[dict, dict]:
+def kubernetes_endpoints(addresses: list[str], port: int) -> tuple[dict, dict]:
     ep = {"apiVersion": "v1", "kind": "Endpoints",
           "metadata": {"name": SERVICE, "namespace": "default",
                        "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-          "subsets": [{"addresses": [{"ip": address}],
+          "subsets": [{"addresses": [{"ip": a} for a in addresses],
                        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
     slice_ = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
               "metadata": {"name": SERVICE, "namespace": "default",
                            "labels": {"kubernetes.io/service-name": SERVICE}},
               "addressType": "IPv4",
-              "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+              "endpoints": [{"addresses": [a], "conditions": {"ready": True}}
+                            for a in addresses],
               "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
     return ep, slice_
 
 
-async def ensure_kubernetes_service(storage, kinds, cluster_ip: str, address: str,
-                                    port: int) -> None:
-    """Create the Service once and keep its endpoints at this API server's address."""
+async def ensure_kubernetes_service(storage, kinds, cluster_ip: str, port: int) -> None:
+    """Create the Service once (a concurrent API server may win the race)."""
     svc_kind = kinds.by_kind("", "v1", "Service")
     if await storage.get_or_none(svc_kind, "default", SERVICE) is None:
         svc = kubernetes_service(cluster_ip)
@@ -44,9 +50,13 @@ async def ensure_kubernetes_service(storage, kinds, cluster_ip: str, address: st
         try:
             await storage.create(svc_kind, svc)
         except StatusError as e:
-            if e.code not in (409, 422):  # a concurrent API server made it
+            if e.code not in (409, 422):
                 raise
-    ep, slice_ = kubernetes_endpoints(address, port)
+
+
+async def write_kubernetes_endpoints(storage, kinds, addresses: list[str], port: int) -> None:
+    """Keep the Endpoints and EndpointSlice of `kubernetes` at exactly these addresses."""
+    ep, slice_ = kubernetes_endpoints(addresses, port)
     for kind, obj in ((kinds.by_kind("", "v1", "Endpoints"), ep),
                       (kinds.by_kind("discovery.k8s.io", "v1", "EndpointSlice"), slice_)):
         if kind is None:
@@ -67,5 +77,62 @@ async def ensure_kubernetes_service(storage, kinds, cluster_ip: str, address: st
         try:
             await storage.update(kind, "default", SERVICE, obj)
         except StatusError as e:
-            if e.code != 409:
+            if e.code != 409:  # another API server wrote it meanwhile; the next round fixes it
                 raise
+
+
+class MasterLeases:
+    """kube-apiserver's "lease" endpoint reconciler, so that several API servers share the
+    `kubernetes` Service: each keeps a key /registry/masterleases/<ip> under a store lease
+    (TTL 15 s, renewed every 10 s) and rewrites the endpoints from the live keys. A crashed API
+    server drops out when its lease expires; one that shuts down removes itself at once."""
+
+    PREFIX = "/registry/masterleases/"
+
+    def __init__(self, etcd, storage, kinds, address: str, port: int, *,
+                 ttl: int = 15, interval: float = 10.0):
+        self.etcd, self.storage, self.kinds = etcd, storage, kinds
+        self.address, self.port = address, port
+        self.ttl, self.interval = ttl, interval
+        self.lease_id = 0
+
+    async def renew(self) -> None:
+        if not self.lease_id or await self.etcd.lease_keepalive_once(self.lease_id) <= 0:
+            self.lease_id = (await self.etcd.lease_grant(self.ttl)).ID
+        await self.etcd.put(self.PREFIX + self.address, self.address, lease=self.lease_id)
+
+    async def addresses(self) -> list[str]:
+        resp = await self.etcd.get_prefix(self.PREFIX)
+        return sorted({kv.key.decode()[len(self.PREFIX):] for kv in resp.kvs},
+                      key=_ip_order)
+
+    async def reconcile(self) -> None:
+        await self.renew()
+        await write_kubernetes_endpoints(self.storage, self.kinds, await self.addresses(),
+                                         self.port)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.reconcile()
+            except Exception as e:  # noqa: BLE001 - store unavailable: try again next round
+                log.warning("kubernetes endpoints: %s", e)
+
+    async def remove(self) -> None:
+        """On shutdown: drop this address from the endpoints now, not after the lease TTL."""
+        try:
+            await self.etcd.delete(self.PREFIX + self.address)
+            if self.lease_id:
+                await self.etcd.lease_revoke(self.lease_id)
+            await write_kubernetes_endpoints(self.storage, self.kinds, await self.addresses(),
+                                             self.port)  # this key is gone from them
+        except Exception as e:  # noqa: BLE001 - best effort; the lease expires anyway
+            log.warning("removing this API server from the kubernetes endpoints: %s", e)
+
+
+def _ip_order(address: str):
+    try:
+        return (0, ipaddress.ip_address(address))
+    except ValueError:
+        return (1, address)

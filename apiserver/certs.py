@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import ipaddress
 import os
 
@@ -22,6 +24,18 @@ def _write(path: str, data: bytes, mode: int = 0o644) -> None:
 def _key_pem(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
+
+
+@contextlib.contextmanager
+def cert_dir_lock(cert_dir: str):
+    """Serialises key and certificate creation between API servers sharing a cert dir."""
+    os.makedirs(cert_dir, exist_ok=True)
+    with open(os.path.join(cert_dir, ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def ensure_ca(cert_dir: str) -> tuple[str, str]:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
 
 from aiohttp import web
 
-from kubelab.etcdclient import EtcdClient
+from kubelab.etcdclient import EtcdClient, EtcdError
 
 from .admission import default_ingress_class
 from .allocators import Allocators
 from .auth import Authorizer, TokenAuthenticator, ensure_token_file
-from .bootstrap import ensure_kubernetes_service
-from .certs import ensure_serving_cert
+from .bootstrap import MasterLeases, ensure_kubernetes_service
+from .certs import cert_dir_lock, ensure_serving_cert
 from .kinds import load_all
 from .rest import RestAPI
 from .serviceaccounts import ChainAuthenticator, ServiceAccountTokens, service_account_admission
@@ -39,8 +40,9 @@ class APIServer:
             svc.before_update = self.allocators.service_before_update
             svc.after_delete = self.allocators.service_after_delete
         token_file = args.token_auth_file or os.path.join(args.cert_dir, "tokens.csv")
-        self.admin_token = ensure_token_file(token_file)
-        self.sa_tokens = ServiceAccountTokens(args.cert_dir)
+        with cert_dir_lock(args.cert_dir):  # shared by every API server of the cluster
+            self.admin_token = ensure_token_file(token_file)
+            self.sa_tokens = ServiceAccountTokens(args.cert_dir)
         self.authn = ChainAuthenticator(TokenAuthenticator.from_file(token_file), self.sa_tokens,
                                         self.storage, self.kinds)
         self.storage.admission.append(service_account_admission(self.storage, self.kinds))
@@ -53,6 +55,11 @@ class APIServer:
         self.rest.subs.tokens = self.sa_tokens
         self._runner: web.AppRunner | None = None
         self._grpc = None
+        self.master_leases: MasterLeases | None = None
+        self._tasks: list = []
+        if args.endpoint_reconciler_type == "lease" and advertise not in ("0.0.0.0", "::"):
+            self.master_leases = MasterLeases(self.etcd, self.storage, self.kinds, advertise,
+                                              args.secure_port)
 
     async def start(self) -> None:
         a = self.args
@@ -61,7 +68,10 @@ class APIServer:
                  self.allocators.reserved_ip(1), a.bind_address] + a.tls_san
         if a.advertise_address:
             hosts.append(a.advertise_address)
-        ca, crt, key = ensure_serving_cert(a.cert_dir, [h for h in hosts if h != "0.0.0.0"])
+        # several API servers may share one cert dir (one CA, one service-account key)
+        with cert_dir_lock(a.cert_dir):
+            _ca, crt, key = ensure_serving_cert(a.cert_dir,
+                                                [h for h in hosts if h != "0.0.0.0"])
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(crt, key)
         await self.storage.start()
@@ -73,30 +83,34 @@ class APIServer:
             from .grpc_api import serve_grpc
             self._grpc = await serve_grpc(self, a.bind_address, a.grpc_port)
         log.info("serving Kubernetes API on https://%s:%d", a.bind_address, a.secure_port)
-        import asyncio
-        asyncio.create_task(self._bootstrap())
+        self._tasks.append(asyncio.create_task(self._bootstrap()))
 
     async def _bootstrap(self) -> None:
         """Create the system namespaces once the store answers; until then /readyz fails."""
-        import asyncio
-
         from .errors import StatusError
         while True:
             try:
                 await self.storage.ensure_system_namespaces()
-                a = self.args
-                address = a.advertise_address or a.bind_address
-                if address not in ("0.0.0.0", "::"):
+                if self.master_leases is not None:
                     await ensure_kubernetes_service(self.storage, self.kinds,
-                                                    self.allocators.reserved_ip(1), address,
-                                                    a.secure_port)
+                                                    self.allocators.reserved_ip(1),
+                                                    self.args.secure_port)
+                    await self.master_leases.reconcile()
+                    self._tasks.append(asyncio.create_task(self.master_leases.run()))
                 self.rest.ready = True
                 return
-            except StatusError as e:
+            except (StatusError, EtcdError) as e:  # the store is not there (yet)
                 log.warning("bootstrap: %s; retrying", e.message)
                 await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self.master_leases is not None and self.rest.ready:
+            try:  # bounded: a store without quorum must not hold up the shutdown
+                await asyncio.wait_for(self.master_leases.remove(), 2.0)
+            except TimeoutError:
+                log.warning("kubernetes endpoints: could not remove this API server in time")
         if self._grpc is not None:
             await self._grpc.stop(0.5)
         if self._runner is not None:
