@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cluster import CLUSTER_DOMAIN, Cluster, ClusterError, default_state_dir
+from .cluster import CLUSTER_DOMAIN, Cluster, ClusterError, Component, default_state_dir
 from .etcdclient import EtcdClient, EtcdError
 
 
@@ -111,11 +111,14 @@ def _mark_partitions(cluster: Cluster, rows: list[dict]) -> None:
                 r["partitioned_error"] = str(e)
 
 
-async def apiserver_status(cluster: Cluster, timeout: float = 1.0) -> dict | None:
-    """GET /readyz on the API server with the admin token."""
-    api = cluster.apiserver
-    if api is None:
-        return None
+async def apiservers_status(cluster: Cluster) -> list[dict]:
+    """apiserver_status of every API server, in their order."""
+    return list(await asyncio.gather(*(apiserver_status(cluster, a)
+                                       for a in cluster.apiservers)))
+
+
+async def apiserver_status(cluster: Cluster, api: Component, timeout: float = 1.0) -> dict:
+    """GET /readyz on an API server with the admin token."""
     row = {"name": api.name, "pid": cluster.pid(api.name), "address": api.client_url,
            "state": "down", "ready": False}
     if api.netns:
@@ -142,9 +145,9 @@ async def apiserver_status(cluster: Cluster, timeout: float = 1.0) -> dict | Non
 
 
 async def api_get(cluster: Cluster, path: str, timeout: float = 2.0) -> dict | None:
-    """GET a path on the API server as admin; None when it does not answer."""
-    api = cluster.apiserver
-    if api is None or cluster.pid(api.name) is None:
+    """GET a path on a running API server as admin; None when it does not answer."""
+    api = next((a for a in cluster.apiservers if cluster.pid(a.name) is not None), None)
+    if api is None:
         return None
     import ssl
 
@@ -207,10 +210,13 @@ async def wait_ready(cluster: Cluster, timeout: float, progress=None) -> list[di
         ready = [r for r in rows if r.get("healthy")]
         msg = f"stores ready: {len(ready)}/{len(rows)}"
         api_ok = True
-        if cluster.apiserver is not None:
-            api = await apiserver_status(cluster)
-            api_ok = bool(api and api["ready"])
-            msg += f", apiserver {'ready' if api_ok else 'starting'}"
+        if cluster.apiservers:
+            apis = await apiservers_status(cluster)
+            api_ok = all(a["ready"] for a in apis)
+            if len(apis) == 1:
+                msg += f", apiserver {'ready' if api_ok else 'starting'}"
+            else:
+                msg += f", apiservers ready: {sum(bool(a['ready']) for a in apis)}/{len(apis)}"
         if progress and msg != shown:
             progress(msg)
             shown = msg
@@ -366,7 +372,8 @@ def cmd_up(args) -> int:
         cluster = Cluster.create(sd, stores=args.stores, port_offset=args.port_offset,
                                  network=args.network, time_scale=args.time_scale,
                                  hollow_workers=args.hollow_workers,
-                                 replicas=args.control_plane_replicas, workers=args.workers)
+                                 replicas=args.control_plane_replicas, workers=args.workers,
+                                 apiservers=args.apiservers)
         say(f"creating cluster in {cluster.state_dir}")
     else:
         say(f"starting existing cluster in {cluster.state_dir}")
@@ -432,16 +439,18 @@ def cmd_up(args) -> int:
 def cmd_status(args) -> int:
     cluster = _existing(args)
     rows = asyncio.run(store_status(cluster))
-    api = asyncio.run(apiserver_status(cluster))
+    apis = asyncio.run(apiservers_status(cluster))
+    api = apis[0] if apis else None
     others = asyncio.run(components_status(cluster))
-    _mark_partitions(cluster, rows + ([api] if api else []) + others)
+    _mark_partitions(cluster, rows + apis + others)
     if args.output == "json":
         net = {"network": cluster.network}
         if cluster.network == "netns":
             net.update(bridge=cluster.settings.get("bridge"),
                        machineCIDR=cluster.settings.get("machine_cidr"))
         print(json.dumps({"stateDir": str(cluster.state_dir), **net, "stores": rows,
-                          "apiserver": api, "components": others}, indent=2))
+                          "apiserver": api, "apiservers": apis, "components": others},
+                         indent=2))
     else:
         if cluster.network == "netns":
             print(f"network: netns (bridge {cluster.settings.get('bridge')}, "
@@ -452,11 +461,12 @@ def cmd_status(args) -> int:
         def where(r: dict) -> str:
             ns = f", netns {_netns_cell(r)}" if r.get("netns") else ""
             return f"pid {r['pid'] or '-'}, {r['address']}{ns}"
-        if api is not None:
-            print(f"apiserver: {api['state']}, {'ready' if api['ready'] else 'NOT ready'} "
-                  f"({where(api)}"
-                  + (f"; {api.get('detail')}" if not api['ready'] and api.get('detail') else "")
+        for a in apis:
+            print(f"{a['name']}: {a['state']}, {'ready' if a['ready'] else 'NOT ready'} "
+                  f"({where(a)}"
+                  + (f"; {a.get('detail')}" if not a['ready'] and a.get('detail') else "")
                   + ")")
+        if api is not None:
             if cluster.kubeconfig_path.exists():
                 print(f"kubeconfig: {cluster.kubeconfig_path}")
         for r in others:
@@ -539,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", parents=[common], help="create or restart a cluster")
     up.add_argument("--stores", type=int, default=3)
+    up.add_argument("--apiservers", type=int, default=1,
+                    help="API servers (apiserver, apiserver-2, ...; components fail over "
+                         "between them)")
     up.add_argument("--port-offset", type=int, default=0,
                     help="shift every port (run several clusters side by side)")
     up.add_argument("--network", default="auto", choices=["auto", "loopback", "netns"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import random
@@ -111,6 +112,26 @@ def _res(r: "Resource | str") -> Resource:
     return Resource.of(r) if isinstance(r, str) else r
 
 
+def grpc_target(servers: str) -> str:
+    """A gRPC channel target for "host:port[,host:port...]": several API servers become one
+    channel with gRPC's pick_first policy, which fails over to the next address when the
+    connected one goes away (in-flight calls fail UNAVAILABLE and are retried)."""
+    parts = [p.strip() for p in servers.split(",") if p.strip()]
+    if len(parts) < 2:
+        return servers
+    family = set()
+    for p in parts:
+        host = p.rsplit(":", 1)[0].strip("[]")
+        try:
+            family.add(ipaddress.ip_address(host).version)
+        except ValueError:
+            raise ValueError(f"--server {servers}: several API servers must be IP addresses "
+                             "(one name may resolve to several)") from None
+    if len(family) > 1:
+        raise ValueError(f"--server {servers}: mixes IPv4 and IPv6 addresses")
+    return ("ipv4:" if family == {4} else "ipv6:") + ",".join(parts)
+
+
 class ClusterClient:
     """Async client of the gRPC cluster API. Retries UNAVAILABLE (API server restarting or the
     store without quorum) with back-off up to `retry_for` seconds for reads; writes are
@@ -121,7 +142,7 @@ class ClusterClient:
         self.target = target
         self.token = token
         self.retry_for = retry_for
-        self._channel = grpc.aio.insecure_channel(target, options=[
+        self._channel = grpc.aio.insecure_channel(grpc_target(target), options=[
             ("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             ("grpc.primary_user_agent", user_agent),
@@ -514,7 +535,9 @@ class InformerFactory:
 
 def add_client_flags(parser) -> None:
     """The flags every cluster component uses to reach the API server's gRPC cluster API."""
-    parser.add_argument("--server", required=True, help="gRPC cluster API address host:port")
+    parser.add_argument("--server", required=True,
+                        help="gRPC cluster API address host:port (comma-separated for several "
+                             "API servers: the client fails over between them)")
     parser.add_argument("--token-file", required=True,
                         help="file holding this component's bearer token")
 

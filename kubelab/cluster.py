@@ -98,9 +98,9 @@ class AddressPlan:
     def store(self, n: int) -> str:
         return f"{self.net}.{10 + n}"
 
-    @property
-    def apiserver(self) -> str:
-        return f"{self.net}.20"
+    def apiserver(self, i: int = 1) -> str:
+        # apiserver at .20 (DESIGN.md); more API servers (apiserver-N) at .50+N
+        return f"{self.net}.20" if i == 1 else f"{self.net}.{50 + i}"
 
     def controller_manager(self, i: int = 1) -> str:
         # standbys share the address in the loopback form (their ports differ); with
@@ -245,9 +245,11 @@ class Cluster:
                election_ms: int = 1000, time_scale: float = 1.0,
                store_args: list[str] | None = None, apiserver: bool = True,
                control_plane: bool = True, hollow_workers: int = 0,
-               replicas: int = 1, workers: int = 0) -> Cluster:
+               replicas: int = 1, workers: int = 0, apiservers: int = 1) -> Cluster:
         if stores < 1:
             raise ClusterError("--stores must be at least 1")
+        if not 1 <= apiservers <= 9:
+            raise ClusterError("--apiservers must be between 1 and 9")
         network = resolve_network(network)
         c = cls(state_dir)
         if c.components:
@@ -289,17 +291,24 @@ class Cluster:
         if not apiserver:
             c._save()
             return c
-        api_addr = plan.apiserver
-        api_url = f"https://{api_addr}:{APISERVER_PORT + port_offset}"
-        argv = [sys.executable, "-m", "apiserver", "--etcd-servers", ",".join(client.values()),
-                "--bind-address", api_addr, "--advertise-address", api_addr,
-                "--secure-port", str(APISERVER_PORT + port_offset),
-                "--grpc-port", str(APISERVER_GRPC_PORT + port_offset),
-                "--cert-dir", str(c.state_dir / "apiserver"),
-                "--service-cluster-ip-range", plan.service_cidr]
-        grpc = f"{api_addr}:{APISERVER_GRPC_PORT + port_offset}"
-        c._add(Component("apiserver", "apiserver", argv, api_addr, client_url=api_url,
-                         grpc_url=grpc))
+        # every API server shares one cert dir (CA, serving certificate naming all of them,
+        # service-account key, tokens) like kubeadm's control-plane nodes share their PKI
+        api_addrs = [plan.apiserver(i) for i in range(1, apiservers + 1)]
+        grpc_targets = []
+        for i, api_addr in enumerate(api_addrs, start=1):
+            argv = [sys.executable, "-m", "apiserver", "--etcd-servers", ",".join(client.values()),
+                    "--bind-address", api_addr, "--advertise-address", api_addr,
+                    "--secure-port", str(APISERVER_PORT + port_offset),
+                    "--grpc-port", str(APISERVER_GRPC_PORT + port_offset),
+                    "--cert-dir", str(c.state_dir / "apiserver"),
+                    "--service-cluster-ip-range", plan.service_cidr,
+                    *(f"--tls-san={a}" for a in api_addrs)]
+            grpc_targets.append(f"{api_addr}:{APISERVER_GRPC_PORT + port_offset}")
+            c._add(Component("apiserver" if i == 1 else f"apiserver-{i}", "apiserver", argv,
+                             api_addr,
+                             client_url=f"https://{api_addr}:{APISERVER_PORT + port_offset}",
+                             grpc_url=grpc_targets[-1]))
+        grpc = ",".join(grpc_targets)  # components fail over between the API servers
         identities = {"admin": ("admin", "system:masters")}
         if control_plane:
             ts = ["--time-scale", str(time_scale)]
@@ -421,6 +430,10 @@ class Cluster:
         return self.components.get("apiserver")
 
     @property
+    def apiservers(self) -> list[Component]:
+        return [c for c in self.components.values() if c.kind == "apiserver"]
+
+    @property
     def kubeconfig_path(self) -> Path:
         return self.state_dir / "kubeconfig"
 
@@ -498,9 +511,12 @@ class Cluster:
         except PermissionError:
             pass
         try:  # guard against PID reuse: the command line must name this component's folder
+            # (or be exactly its command: apiserver-N shares the apiserver's cert dir)
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() + b"\0"
             folder = f"{self.state_dir}/{name}".encode()
-            if folder + b"/" not in cmdline and folder + b"\0" not in cmdline:
+            argv = "\0".join(self.component(name).argv).encode() + b"\0"
+            if folder + b"/" not in cmdline and folder + b"\0" not in cmdline and \
+                    cmdline[:-1] != argv:
                 return None
             stat = Path(f"/proc/{pid}/stat").read_text()
             if stat.rsplit(")", 1)[1].split()[0] == "Z":

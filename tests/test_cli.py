@@ -58,3 +58,49 @@ def test_up_status_kill_start_down(tmp_path):
     assert not os.path.exists(sd)
     # down is idempotent
     assert "no cluster" in kubelab("down", "--state-dir", sd).stdout
+
+
+def test_two_apiservers_share_the_cluster_and_components_fail_over(tmp_path):
+    """`kubelab up --apiservers 2`: both serve, both are endpoints of the `kubernetes` Service
+    (lease reconciler), and with the first one stopped the controllers, the scheduler and the
+    node agent carry on through the second."""
+    sd = str(tmp_path / "ha")
+    off = str(free_port_offset())
+
+    def kubectl(server: str, *args: str) -> str:
+        p = subprocess.run(["kubectl", "--kubeconfig", os.path.join(sd, "kubeconfig"),
+                            "--server", server, *args],
+                           capture_output=True, text=True, timeout=30, check=False)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    try:
+        kubelab("up", "--state-dir", sd, "--port-offset", off, "--network", "loopback",
+                "--apiservers", "2", "--workers", "1")
+        st = json.loads(kubelab("status", "--state-dir", sd, "-o", "json").stdout)
+        apis = {a["name"]: a for a in st["apiservers"]}
+        assert sorted(apis) == ["apiserver", "apiserver-2"]
+        assert all(a["ready"] for a in apis.values())
+        first, second = apis["apiserver"]["address"], apis["apiserver-2"]["address"]
+        assert first != second
+
+        def endpoint_ips(server: str) -> list[str]:
+            ep = json.loads(kubectl(server, "get", "endpoints", "kubernetes", "-o", "json"))
+            return [a["ip"] for s in ep.get("subsets") or [] for a in s.get("addresses", [])]
+        ips = [u.split("//")[1].rsplit(":", 1)[0] for u in (first, second)]
+        assert endpoint_ips(second) == sorted(ips)
+        # both serve the same cluster with one CA: the kubeconfig's CA verifies the second
+        assert "worker-1" in kubectl(second, "get", "nodes")
+
+        kubelab("stop", "apiserver", "--state-dir", sd)
+        # a graceful stop takes the API server out of the endpoints at once
+        assert endpoint_ips(second) == [ips[1]]
+        kubectl(second, "create", "deployment", "web", "--image=nginx", "--replicas=2")
+
+        def running() -> bool:
+            pods = json.loads(kubectl(second, "get", "pods", "-l", "app=web", "-o", "json"))
+            return len(pods["items"]) == 2 and all(
+                p["status"].get("phase") == "Running" for p in pods["items"])
+        wait_for(running, 60, 0.5, "web's pods Running through the second API server")
+    finally:
+        kubelab("down", "--state-dir", sd, check=False)
