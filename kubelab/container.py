@@ -3,6 +3,12 @@ Docker Swarm). The role names the machine — store-N, apiserver, controller-man
 worker-N — and fixes its address in DESIGN.md's plan (172.30.0.0/24, pods 10.244.N.0/24,
 Services 10.96.0.0/16). `python -m kubelab.container health <role>` is the healthcheck.
 
+Addressing: with docker compose every machine has its static address. Docker Swarm (`docker
+stack deploy`, see docker-stack.yml) has no static addresses on overlay networks, so there
+KUBELAB_ADDRESSING=names: machines find each other by name (store-N, apiserver) through the
+shared volume (see start_hosts_sync), store members advertise their names to each other, and
+the API server and workers advertise whatever address they got.
+
 State: /var/lib/kubelab/shared (one volume for every machine) holds the bearer tokens, made once
 by whichever machine starts first (under a file lock); /var/lib/kubelab/data (one volume per
 machine) holds that machine's own data, so `docker compose stop/start/restart` and an engine
@@ -29,7 +35,8 @@ PUBLISHED_API = os.environ.get("KUBELAB_PUBLISHED_API", "https://127.0.0.1:6443"
 SERVICE_CIDR = "10.96.0.0/16"
 CLUSTER_DNS = "10.96.0.10"
 LB_POOL = f"{NET}.200-{NET}.250"
-APISERVER = f"{NET}.20"
+BY_NAME = os.environ.get("KUBELAB_ADDRESSING", "static") == "names"
+APISERVER = "apiserver" if BY_NAME else f"{NET}.20"
 GRPC = f"{APISERVER}:6444"
 
 IDENTITIES = {"admin": ("admin", "system:masters"),
@@ -39,8 +46,82 @@ IDENTITIES = {"admin": ("admin", "system:masters"),
                  for n in range(1, MAX_WORKERS + 1)}}
 
 
-def store_ip(n: int) -> str:
-    return f"{NET}.{10 + n}"
+def store_host(n: int) -> str:
+    return f"store-{n}" if BY_NAME else f"{NET}.{10 + n}"
+
+
+HOSTS_DIR = SHARED / "hosts"
+HOSTS_BEGIN, HOSTS_END = "# kubelab machines (begin)", "# kubelab machines (end)"
+
+
+def own_address() -> str:
+    """This machine's address on the cluster network (a swarm container also has one on
+    docker_gwbridge)."""
+    import subprocess
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                         check=False).stdout
+    for line in out.splitlines():
+        addr = line.split()[3].split("/")[0]
+        if addr.startswith(NET + "."):
+            return addr
+    raise SystemExit(f"kubelab.container: no address in {NET}.0/24 on this machine")
+
+
+def register(role: str) -> None:
+    """Publish this machine's address under its role name in the shared volume."""
+    HOSTS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = HOSTS_DIR / f".{role}.tmp"
+    tmp.write_text(own_address())
+    tmp.replace(HOSTS_DIR / role)
+
+
+def hosts_block() -> str:
+    lines = []
+    for f in sorted(HOSTS_DIR.glob("[!.]*")):
+        try:
+            lines.append(f"{f.read_text().strip()}\t{f.name}")
+        except OSError:
+            continue
+    return "\n".join([HOSTS_BEGIN, *lines, HOSTS_END])
+
+
+def sync_hosts_file(path: Path = Path("/etc/hosts")) -> bool:
+    """Keep the machines' names in /etc/hosts (rewritten in place: Docker bind-mounts it).
+    Returns whether it changed."""
+    text = path.read_text()
+    block = hosts_block()
+    if HOSTS_BEGIN in text and HOSTS_END in text:
+        head, rest = text.split(HOSTS_BEGIN, 1)
+        tail = rest.split(HOSTS_END, 1)[1]
+        new = head + block + tail
+    else:
+        new = text.rstrip("\n") + "\n" + block + "\n"
+    if new == text:
+        return False
+    with open(path, "r+") as f:
+        f.write(new)
+        f.truncate()
+    return True
+
+
+def start_hosts_sync(role: str) -> None:
+    """Name-based addressing without Docker's DNS: every machine registers its address in the
+    shared volume and a small process keeps every machine's /etc/hosts in step (a restarted
+    task comes back with a new address; its peers resolve the name again when they reconnect).
+    Swarm's service DNS is not used: it is not there on every engine (on overlay networks of an
+    engine started with `--iptables=false`, as on the machines kubelab is tested on, Docker's
+    embedded DNS does not answer), and this works on any shared volume."""
+    import time
+    register(role)  # once: a task that swarm is replacing must not take its name back
+    sync_hosts_file()
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            try:
+                sync_hosts_file()
+            except OSError as e:
+                print(f"kubelab.container: hosts sync: {e}", file=sys.stderr)
+            time.sleep(0.5)
 
 
 def worker_ip(n: int) -> str:
@@ -97,8 +178,8 @@ def argv_for(role: str) -> list[str]:
     py = sys.executable
     if role.startswith("store-"):
         n = int(role.split("-", 1)[1])
-        ip = store_ip(n)
-        initial = ",".join(f"store-{i}=http://{store_ip(i)}:2380" for i in range(1, STORES + 1))
+        ip = store_host(n)
+        initial = ",".join(f"store-{i}=http://{store_host(i)}:2380" for i in range(1, STORES + 1))
         return [py, "-m", "etcdlite", "--name", role, "--data-dir", str(DATA / "store"),
                 "--listen-client-urls", f"http://{ip}:2379",
                 "--advertise-client-urls", f"http://{ip}:2379",
@@ -109,10 +190,11 @@ def argv_for(role: str) -> list[str]:
     if role == "apiserver":
         cert_dir = DATA / "apiserver"
         write_host_kubeconfig(cert_dir)
+        advertise = own_address() if BY_NAME else APISERVER
         return [py, "-m", "apiserver",
-                "--etcd-servers", ",".join(f"http://{store_ip(i)}:2379"
+                "--etcd-servers", ",".join(f"http://{store_host(i)}:2379"
                                            for i in range(1, STORES + 1)),
-                "--bind-address", "0.0.0.0", "--advertise-address", APISERVER,
+                "--bind-address", "0.0.0.0", "--advertise-address", advertise,
                 "--secure-port", "6443", "--grpc-port", "6444", "--cert-dir", str(cert_dir),
                 "--tls-san", "127.0.0.1", "--tls-san", "localhost", "--tls-san", APISERVER,
                 "--token-auth-file", str(SHARED / "tokens.csv"),
@@ -128,7 +210,7 @@ def argv_for(role: str) -> list[str]:
                 *extra]
     if role.startswith("worker-"):
         n = int(role.split("-", 1)[1])
-        ip = worker_ip(n)
+        ip = own_address() if BY_NAME else worker_ip(n)
         return [py, "-m", "nodeagent", "--node-name", role, "--node-ip", ip,
                 "--pod-cidr", f"10.244.{n}.0/24", "--network", "bridge",
                 "--root-dir", str(DATA / "node"), "--bind-address", "0.0.0.0",
@@ -152,7 +234,7 @@ def health(role: str) -> int:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     if role.startswith("store-"):
-        url = f"http://{store_ip(int(role.split('-', 1)[1]))}:2381/health"
+        url = f"http://{store_host(int(role.split('-', 1)[1]))}:2381/health"
     elif role == "apiserver":
         url = "https://127.0.0.1:6443/readyz"
     elif role == "controller-manager":
@@ -190,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(health(args[1] if len(args) > 1 else os.environ.get("KUBELAB_ROLE", "")))
     role = args[0]
     ensure_tokens()
+    if BY_NAME:
+        start_hosts_sync(role)
     DATA.mkdir(parents=True, exist_ok=True)
     argv_ = argv_for(role) + args[1:]
     if role == "controller-manager":
