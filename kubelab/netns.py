@@ -8,8 +8,8 @@ network (172.30.0.1/24) on the bridge, so kubectl on the host reaches the API se
 
 Faults for the chaos scripts: `partition()` sets the machine's host-side veth down (the machine
 keeps its addresses and routes but nothing gets in or out), `heal()` sets it up again;
-`add_delay()` adds tc netem delay/loss on the machine's eth0 where the kernel has netem
-(otherwise loss only, by an iptables statistic DROP rule), `clear_delay()` removes it.
+`add_delay()` adds delay/loss on the machine's eth0 — tc netem where the kernel has it, else an
+NFQUEUE userspace delayer and an iptables statistic DROP rule — and `clear_delay()` removes it.
 
 `destroy_network()` is idempotent and needs no state: it removes every netns with the cluster's
 prefix (killing what still runs inside), every link on the bridge and the bridge itself.
@@ -26,6 +26,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,9 @@ def run(argv: list[str], check: bool = True, input: str | None = None,
     return p
 
 
-
 def short_hash(s: str, n: int) -> str:
     """n hex digits of s's SHA-1: short, stable parts of interface and namespace names."""
     return hashlib.sha1(s.encode()).hexdigest()[:n]
-
 
 
 def cluster_tag(cluster_id: str) -> str:
@@ -209,11 +208,17 @@ def is_partitioned(netns_name: str) -> bool:
 
 
 _LOSS_RULE = ["INPUT", "-i", "eth0", "-m", "statistic", "--mode", "random", "--probability"]
+_DELAY_QUEUE = 7
+_DELAY_RULE = ["OUTPUT", "-o", "eth0", "-j", "NFQUEUE", "--queue-num", str(_DELAY_QUEUE),
+               "--queue-bypass"]
+DELAYER_DIR = "/run/kubelab-netdelay"
 
 
-def add_delay(netns_name: str, ms: float, loss_pct: float = 0.0) -> bool:
-    """Delay (and loss) on the machine's eth0 with tc netem. Returns False when the kernel has
-    no netem: then only the loss is applied (iptables statistic DROP on input)."""
+def add_delay(netns_name: str, ms: float, loss_pct: float = 0.0) -> str:
+    """Delay (and loss) on everything the machine sends on eth0: tc netem where the kernel has
+    it; otherwise the packets wait in a userspace delayer (kubelab/netdelay.py, iptables
+    NFQUEUE) and the loss is an iptables statistic DROP on input. Returns how: "netem" or
+    "nfqueue"."""
     clear_delay(netns_name)
     args = ["delay", f"{ms}ms"]
     if loss_pct:
@@ -221,25 +226,71 @@ def add_delay(netns_name: str, ms: float, loss_pct: float = 0.0) -> bool:
     p = run(["ip", "netns", "exec", netns_name, "tc", "qdisc", "replace", "dev", "eth0",
               "root", "netem", *args], check=False)
     if p.returncode == 0:
-        return True
-    log.warning("tc netem unavailable in %s (%s)", netns_name, p.stderr.strip())
+        return "netem"
+    log.info("tc netem unavailable in %s (%s): delaying through NFQUEUE", netns_name,
+             p.stderr.strip())
     if loss_pct:
         run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-A", *_LOSS_RULE,
-              f"{loss_pct / 100:.4f}", "-j", "DROP"], check=False)
-    return False
+              f"{loss_pct / 100:.4f}", "-j", "DROP"])
+    if ms:
+        import sys
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.Popen(
+            wrap([sys.executable, "-m", "kubelab.netdelay", "--queue", str(_DELAY_QUEUE),
+                  "--delay-ms", str(ms)], netns_name),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=root, text=True)  # -m finds kubelab from cwd
+        first = proc.stdout.readline()  # bound to its queue (or failed) before the rule goes in
+        if not first.startswith("netdelay: delaying"):
+            proc.wait(5)
+            raise NetnsError(f"network delayer in {netns_name} failed: {first.strip()}")
+        proc.stdout.close()
+        os.makedirs(DELAYER_DIR, exist_ok=True)
+        with open(os.path.join(DELAYER_DIR, netns_name), "w") as f:
+            f.write(str(proc.pid))
+        run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-A", *_DELAY_RULE])
+    return "nfqueue"
 
 
 def clear_delay(netns_name: str) -> None:
     run(["ip", "netns", "exec", netns_name, "tc", "qdisc", "del", "dev", "eth0", "root"],
          check=False)
-    p = run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-S", "INPUT"], check=False)
+    for chain in ("INPUT", "OUTPUT"):
+        _delete_rules(chain, lambda rule: "statistic" in rule or "NFQUEUE" in rule,
+                      netns_name=netns_name)
+    pid_file = os.path.join(DELAYER_DIR, netns_name)
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        if b"kubelab.netdelay" in cmdline:  # not a reused PID
+            os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+    try:
+        os.unlink(pid_file)
+    except OSError:
+        pass
+
+
+def _delete_rules(chain: str, match: Callable[[str], bool], *, table: str = "filter",
+                  netns_name: str | None = None) -> None:
+    """Delete every rule of an iptables chain (on the host, or in a machine's namespace)
+    whose `iptables -S` line matches."""
+    pre = wrap([], netns_name) if netns_name else []
+    p = run([*pre, "iptables", "-w", "-t", table, "-S", chain], check=False)
     for line in p.stdout.splitlines():
-        if "statistic" in line and line.startswith("-A INPUT"):
-            run(["ip", "netns", "exec", netns_name, "iptables", "-w", "-D",
-                  *line.split()[1:]], check=False)
+        if line.startswith(f"-A {chain} ") and match(line):
+            run([*pre, "iptables", "-w", "-t", table, "-D", *shlex.split(line)[1:]],
+                check=False)
 
 
 def _delete_netns(ns: str, kill: bool) -> None:
+    try:  # its network delayer (if any) dies with the namespace's processes
+        os.unlink(os.path.join(DELAYER_DIR, ns))
+    except OSError:
+        pass
     if not netns_exists(ns):
         return
     if kill:
@@ -282,8 +333,5 @@ def destroy_network(cluster_id: str, bridge: str | None = None, kill: bool = Tru
         while run(["iptables", "-w", "-D", *_forward_rule(bridge)], check=False).returncode == 0:
             pass
         # the NAT rule names the bridge; its source range is whatever create_network was given
-        p = run(["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"], check=False)
-        for line in p.stdout.splitlines():
-            if f"kubelab machine network {bridge}" in line and line.startswith("-A "):
-                run(["iptables", "-w", "-t", "nat", "-D",
-                      *shlex.split(line)[1:]], check=False)
+        _delete_rules("POSTROUTING", lambda rule: f"kubelab machine network {bridge}" in rule,
+                      table="nat")

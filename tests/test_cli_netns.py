@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -183,6 +184,14 @@ def test_netns_stores_partition_heal_down(tmp_path):
         wait_for(lambda: all(r.get("role") in ("leader", "follower")
                              for r in stores(sd).values()), 20, 0.2, "3/3 again")
         assert etcdctl(majority, "get", "lost-write").stdout.strip() == ""
+
+        # the latency scenario really slows the leader's link (tc netem, or the NFQUEUE delayer
+        # where the kernel has no netem): commits wait at least the 50 ms delay
+        out = kubelab("chaos", "latency", "--state-dir", sd, "--seed", "1", timeout=120).stdout
+        assert "VERDICT: PASS" in out and "delay 50 ms (" in out, out
+        degraded = re.search(r"degraded: \d+ writes, \d+ failed, (\d+) ms", out)
+        assert degraded and int(degraded.group(1)) >= 50, out
+        assert not (os.path.isdir(kn.DELAYER_DIR) and os.listdir(kn.DELAYER_DIR))
 
         # kill and start a member: it comes back in its namespace with its address
         victim = others[0]

@@ -37,6 +37,16 @@ while True:
     c.sendall((socket.gethostname() + " " + peer[0] + "\\n").encode()); c.close()
 """
 
+CONNECT_TIME = """
+import socket, sys, time
+best = 1e9
+for _ in range(5):
+    t = time.monotonic()
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    best = min(best, (time.monotonic() - t) * 1000)
+print(best)
+"""
+
 CLIENT = """
 import socket, sys, time
 deadline = time.monotonic() + float(sys.argv[3])
@@ -317,19 +327,32 @@ def test_machine_partition_heal_and_delay(net):
     assert not machines.is_partitioned(w2)
     wait_for(lambda: reach(w1), 10, what="w2 reachable after heal")
 
-    applied = machines.add_delay(w2, 50, 0)
-    if applied:
+    def connect_ms() -> float:
+        """Best TCP connect time from w1 to w2 over five tries (w2's SYN-ACK carries w2's
+        delay)."""
+        argv = [PY, "-c", CONNECT_TIME, net.ips["w2"], "7000"]
+        return float(run(machines.wrap(argv, w1)).stdout)
+    assert connect_ms() < 20
+    how = machines.add_delay(w2, 50, 0)
+    if how == "netem":
         out = run(["ip", "netns", "exec", w2, "tc", "qdisc", "show", "dev", "eth0"]).stdout
         assert "netem" in out and "delay 50ms" in out
+    else:
+        assert how == "nfqueue"
+        assert "NFQUEUE" in run(["ip", "netns", "exec", w2, "iptables", "-S", "OUTPUT"]).stdout
+    assert 50 <= connect_ms() < 500
     machines.add_delay(w2, 10, 20)
     rules = run(["ip", "netns", "exec", w2, "iptables", "-S", "INPUT"]).stdout
     qdisc = run(["ip", "netns", "exec", w2, "tc", "qdisc", "show", "dev", "eth0"]).stdout
     assert ("statistic" in rules) or ("loss 20%" in qdisc)
     machines.clear_delay(w2)
-    rules = run(["ip", "netns", "exec", w2, "iptables", "-S", "INPUT"]).stdout
+    rules = run(["ip", "netns", "exec", w2, "iptables", "-S"]).stdout
     qdisc = run(["ip", "netns", "exec", w2, "tc", "qdisc", "show", "dev", "eth0"]).stdout
+    assert "NFQUEUE" not in rules
     assert "statistic" not in rules and "netem" not in qdisc
     assert reach(w1)
+    assert connect_ms() < 20
+    assert not os.path.exists(os.path.join(machines.DELAYER_DIR, w2))
 
     # idempotent add and destroy
     assert machines.add_machine(net.cid, "w1", net.ips["w1"], cidr=net.cidr,

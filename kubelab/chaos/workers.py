@@ -271,8 +271,8 @@ def _alive(pid: int) -> bool:
 
 
 async def latency(cluster: Cluster, run: Run, delay_ms: int = 50) -> None:
-    """Network delay on a store member (tc netem, or iptables loss where netem is missing):
-    its effect on write latency and on elections."""
+    """Network delay and loss on a store member (tc netem, or an NFQUEUE delayer where the
+    kernel has no netem): its effect on write latency and on elections."""
     netns = (cluster.settings or {}).get("netns", {})
     stores = [c.name for c in cluster.stores]
     if not all(netns.get(s) for s in stores):
@@ -298,9 +298,9 @@ async def latency(cluster: Cluster, run: Run, delay_ms: int = 50) -> None:
         await phase("baseline")
         leader = await leader_of(cluster)
         target = leader or stores[0]
-        applied = kn.add_delay(netns[target], delay_ms, 1.0)
-        run.fault(f"{'delay ' + str(delay_ms) + ' ms + ' if applied else ''}1% loss on "
-                  f"{target} (the leader)" if leader else f"delay on {target}")
+        how = kn.add_delay(netns[target], delay_ms, 1.0)
+        run.fault(f"delay {delay_ms} ms ({'tc netem' if how == 'netem' else 'NFQUEUE delayer'})"
+                  f" + 1% loss on {target}" + (" (the leader)" if leader else ""))
         try:
             p = await phase("degraded", 5.0)
             run.check("writes keep succeeding with a slow leader", len(p.acked) > 0)
