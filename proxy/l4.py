@@ -1,11 +1,13 @@
 """The userspace L4 load balancer: one listening socket per `ListenerKey` of the service
 table, relaying TCP connections and UDP flows to the listener's backends.
 
-TCP relays are a pair of asyncio Protocols writing each chunk straight into the other side's
-transport (no per-byte Python work); back-pressure pauses reading on one side while the other
-side's write buffer is above its high-water mark; a FIN from one side is passed on as a FIN
-(half-close) and the pair closes once both directions have finished. A listener with no
-backend accepts and resets at once (SO_LINGER 0), like kube-proxy's REJECT rule.
+TCP relays run on the raw non-blocking sockets, driven by the event loop's add_reader /
+add_writer: a direction copies small reads through one buffer and, once it turns out bulk, moves
+bytes with splice(2) through a pipe (zero-copy, no per-byte Python work); back-pressure: a
+direction reads only once what it read before is written, and stops while the destination
+cannot take more; a FIN from one side is passed on as a FIN (half-close) and the
+pair closes once both directions have finished; a reset is passed on as a reset. A listener with
+no backend accepts and resets at once (SO_LINGER 0), like kube-proxy's REJECT rule.
 
 Updates (`Proxier.apply(table)`) keep listening sockets and established connections; only
 connections to an endpoint that no longer exists are closed."""
@@ -13,7 +15,10 @@ connections to an endpoint that no longer exists are closed."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import logging
+import os
 import socket
 import struct
 import time
@@ -25,8 +30,6 @@ from .servicetable import Backend, Balancer, ListenerKey, ListenerPlan
 
 log = logging.getLogger(__name__)
 
-HIGH_WATER = 4 * 1024 * 1024
-LOW_WATER = 1024 * 1024
 DIAL_TIMEOUT = 2.0
 UDP_IDLE = 30.0  # seconds (conntrack's UDP stream timeout), scaled by the cluster time scale
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
@@ -40,17 +43,6 @@ class Stats:
         self.dial_failures = 0     # an endpoint refused / timed out
         self.closed_by_update = 0  # relays closed because their endpoint went away
         self.udp_flows = 0
-
-
-def reset(transport: asyncio.BaseTransport) -> None:
-    """Close a TCP connection with a RST (SO_LINGER 0)."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
-        except OSError:
-            pass
-    transport.abort()
 
 
 def bind_socket(key: ListenerKey, shared: bool, freebind: bool = False) -> socket.socket:
@@ -72,136 +64,263 @@ def bind_socket(key: ListenerKey, shared: bool, freebind: bool = False) -> socke
 
 
 # ---------------------------------------------------------------------------------------- TCP
+#
+# Relays work on the raw non-blocking sockets, driven by loop.add_reader/add_writer (no asyncio
+# transports or protocols, no Python object per chunk). Each direction is a _Pump: it copies
+# small reads through one shared buffer (recv_into + send) and, once a read fills that buffer
+# (a bulk stream), switches to splice(2), socket -> pipe -> socket, so bulk payload never enters
+# user space (without os.splice, or with KUBELAB_L4_SPLICE=0, it always copies).
+#
+# Back-pressure: a pump reads only when everything it read before is written; when the
+# destination socket cannot take it all, it stops reading and waits for the destination to
+# become writable. Half-close: EOF from the source (after everything is written) becomes
+# shutdown(SHUT_WR) on the destination; the relay closes once both directions have seen EOF.
+# An error (reset, EPIPE) on either side resets both.
 
-class _Side(asyncio.Protocol):
-    """One end of a relay; `peer` is the other end."""
-    __slots__ = ("closed", "conn", "early", "eof", "peer", "transport")
+_splice = getattr(os, "splice", None)
+SPLICE = _splice is not None and os.environ.get("KUBELAB_L4_SPLICE", "1") != "0"
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+PIPE_BIG = 1024 * 1024     # what a splicing direction asks for (allowed up to fs.pipe-max-size)
+PIPE_MIN = 64 * 1024       # splice only through a pipe at least this big
+COPY_CHUNK = 256 * 1024
+_BUF = bytearray(COPY_CHUNK)  # one loop, one thread: one shared read buffer
+_VIEW = memoryview(_BUF)
+_READS_PER_WAKEUP = 16
+_ACCEPTS_PER_WAKEUP = 64
+_ACCEPT_PAUSE = 0.1        # after EMFILE & co.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
-    def __init__(self, conn: _Relay) -> None:
-        self.conn = conn
-        self.transport: asyncio.Transport | None = None
-        self.peer: _Side | None = None
-        self.eof = False
-        self.closed = False
-        self.early: list[bytes] | None = None  # client bytes that came before the backend
 
-    def flush_early(self) -> None:
-        if self.early:
-            for d in self.early:
-                self.peer.transport.write(d)
-        self.early = None
-        if self.eof:
-            self.peer.transport.write_eof()
+def _reset_sock(sock: socket.socket) -> None:
+    """Close a socket with a RST (SO_LINGER 0)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
+    except OSError:
+        pass
+    sock.close()
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
 
-    def data_received(self, data: bytes) -> None:
-        t = self.peer.transport
-        if t is None:  # the backend is still being dialled
-            if self.early is None:
-                self.early = []
-            self.early.append(data)
-            self.transport.pause_reading()
+def _nodelay(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
+class _Pump:
+    """One direction of a relay, `src` socket -> `dst` socket.
+
+    It starts copying: recv_into one shared buffer, send at once, keep only what `dst` refused
+    (cheapest for request/response traffic). A read that fills the buffer means a bulk stream:
+    from then on it splices, src -> pipe -> dst, so the payload no longer enters user space."""
+    __slots__ = ("can_splice", "cap", "dst", "dst_sock", "eof", "left", "loop", "pending",
+                 "recv_into", "relay", "rp", "send", "splicing", "src", "src_sock", "wp")
+
+    def __init__(self, relay: _Relay, src: socket.socket, dst: socket.socket) -> None:
+        self.relay = relay
+        self.loop = relay.listener.loop
+        self.src_sock = src
+        self.dst_sock = dst
+        self.src = src.fileno()
+        self.dst = dst.fileno()
+        self.recv_into = src.recv_into
+        self.send = dst.send
+        self.pending = 0     # bytes read from src not yet written to dst
+        self.left = b""      # copying: those bytes
+        self.eof = False     # src sent EOF and it was passed on
+        self.splicing = False
+        self.can_splice = SPLICE
+        self.rp = self.wp = -1
+        self.cap = 0
+
+    def start(self) -> None:
+        self.loop.add_reader(self.src, self.readable)
+
+    def stop(self) -> None:
+        """Unregister from the loop and free the pipe (the relay closes the sockets)."""
+        loop = self.loop
+        loop.remove_reader(self.src)
+        loop.remove_writer(self.dst)
+        for fd in (self.rp, self.wp):
+            if fd >= 0:
+                os.close(fd)
+        self.rp = self.wp = -1
+
+    # ------------------------------------------------------------ copying
+    def readable(self) -> None:
+        # the hot path of request/response traffic: as little Python as possible
+        try:
+            n = self.recv_into(_VIEW)
+        except (BlockingIOError, InterruptedError):
             return
-        t.write(data)
+        except OSError as e:
+            self.relay.fail(e)
+            return
+        if not n:
+            self.src_eof()
+            return
+        try:
+            m = self.send(_VIEW[:n])
+        except (BlockingIOError, InterruptedError):
+            m = 0
+        except OSError as e:
+            self.relay.fail(e)
+            return
+        if m < n:
+            self.left = _BUF[m:n]
+            self.pending = n - m
+            self.blocked()
+        elif n == COPY_CHUNK and self.can_splice:  # a full buffer: a bulk stream
+            self.start_splicing()
+        # else: more to read (if any) comes with the next readiness event
 
-    def eof_received(self) -> bool:
-        self.eof = True
-        peer = self.peer
-        if peer.transport is None:
-            return True  # passed on once the backend is connected
-        if peer.transport is not None and not peer.closed:
-            if peer.eof:
-                self.conn.close()
-                return False
+    def start_splicing(self) -> None:
+        self.can_splice = False  # one attempt
+        try:
+            rp, wp = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # out of file descriptors: go on copying
+            return
+        try:
+            cap = fcntl.fcntl(wp, F_SETPIPE_SZ, PIPE_BIG)
+        except OSError:  # over fs.pipe-user-pages-soft (unprivileged user): what did we get?
+            cap = fcntl.fcntl(wp, F_GETPIPE_SZ)
+        if cap < PIPE_MIN:  # over the soft limit new pipes get 2 pages: copying beats that
+            os.close(rp)
+            os.close(wp)
+            return
+        self.rp, self.wp, self.cap, self.splicing = rp, wp, cap, True
+        self.loop.add_reader(self.src, self.readable_splice)
+
+    # ------------------------------------------------------------ splicing
+    def readable_splice(self) -> None:
+        src, wp, cap = self.src, self.wp, self.cap
+        for _ in range(_READS_PER_WAKEUP):
             try:
-                peer.transport.write_eof()
-            except (OSError, RuntimeError):
-                self.conn.close()
-                return False
-        return True  # keep our write direction open (half-close)
+                n = _splice(src, wp, cap, None, None, _SPLICE_FLAGS)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self.relay.fail(e)
+                return
+            if not n:
+                self.src_eof()
+                return
+            self.pending = n
+            if not self.flush():
+                self.blocked()
+                return
+            if n < cap:
+                return
 
-    def pause_writing(self) -> None:
-        if self.peer.transport is not None:
-            self.peer.transport.pause_reading()
+    def flush(self) -> bool:
+        """Write what is pending; False when dst is full (or the relay failed)."""
+        try:
+            if self.splicing:
+                while self.pending:
+                    m = _splice(self.rp, self.dst, self.pending, None, None, _SPLICE_FLAGS)
+                    if not m:
+                        return False
+                    self.pending -= m
+            else:
+                m = self.send(self.left)
+                self.left = self.left[m:]
+                self.pending = len(self.left)
+                return not self.pending
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as e:
+            self.relay.fail(e)
+            return False
+        return True
 
-    def resume_writing(self) -> None:
-        if self.peer.transport is not None and not self.peer.closed:
-            self.peer.transport.resume_reading()
+    # ------------------------------------------------------------ both
+    def blocked(self) -> None:
+        if not self.relay.closed:
+            self.loop.remove_reader(self.src)
+            self.loop.add_writer(self.dst, self.writable)
 
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        self.conn.side_lost(self, exc)
+    def writable(self) -> None:
+        if self.flush():
+            self.loop.remove_writer(self.dst)
+            self.loop.add_reader(self.src,
+                                 self.readable_splice if self.splicing else self.readable)
+
+    def src_eof(self) -> None:
+        self.loop.remove_reader(self.src)
+        self.eof = True
+        try:
+            self.dst_sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            self.relay.fail(e)
+            return
+        self.relay.pump_eof()
 
 
 class _Relay:
-    __slots__ = ("addr", "backend", "client", "client_ip", "listener", "task")
+    __slots__ = ("addr", "backend", "candidates", "client", "client_ip", "closed", "dialing",
+                 "down", "listener", "timer", "up")
 
-    def __init__(self, listener: TCPListener, client_ip: str) -> None:
+    def __init__(self, listener: TCPListener, client: socket.socket, client_ip: str,
+                 candidates: list[Backend]) -> None:
         self.listener = listener
-        self.client = _Side(self)
-        self.backend = _Side(self)
-        self.client.peer = self.backend
-        self.backend.peer = self.client
-        self.addr: Backend | None = None
+        self.client = client
         self.client_ip = client_ip
-        self.task: asyncio.Task | None = None
+        self.candidates = candidates
+        self.backend: socket.socket | None = None
+        self.dialing: Backend | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.addr: Backend | None = None
+        self.up: _Pump | None = None    # client -> backend
+        self.down: _Pump | None = None  # backend -> client
+        self.closed = False
 
-    def side_lost(self, side: _Side, exc) -> None:
-        other = side.peer
-        if other.transport is not None and not other.closed:
-            if exc is not None:
-                reset(other.transport)  # pass a reset on as a reset
-            else:
-                other.transport.close()  # flushes what is buffered first
-        if side is self.client and self.task is not None and not self.task.done():
-            self.task.cancel()
-        if (self.client.closed or self.client.transport is None) and \
-                (self.backend.closed or self.backend.transport is None):
-            self.listener.relays.discard(self)
+    def start(self) -> None:
+        """The backend is connected: relay both ways."""
+        self.up = _Pump(self, self.client, self.backend)
+        self.down = _Pump(self, self.backend, self.client)
+        self.up.start()
+        self.down.start()
+
+    def pump_eof(self) -> None:
+        if self.up.eof and self.down.eof:
+            self.close()
+
+    def fail(self, exc: OSError) -> None:
+        log.debug("%s: relay %s -> %s: %s", self.listener.key, self.client_ip, self.addr, exc)
+        self._close(True)  # pass a reset (or any error) on as a reset
 
     def close(self) -> None:
-        for s in (self.client, self.backend):
-            if s.transport is not None and not s.closed:
-                s.transport.close()
+        self._close(False)
 
     def abort(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        self._close(True)
+
+    def _close(self, rst: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.listener.loop
+        for p in (self.up, self.down):
+            if p is not None:
+                p.stop()
+        if self.timer is not None:
+            self.timer.cancel()
         for s in (self.client, self.backend):
-            if s.transport is not None and not s.closed:
-                reset(s.transport)
+            if s is not None and s.fileno() >= 0:
+                if self.dialing is not None and s is self.backend:
+                    loop.remove_writer(s.fileno())
+                if rst:
+                    _reset_sock(s)
+                else:
+                    s.close()
         self.listener.relays.discard(self)
 
 
-class _Acceptor(asyncio.Protocol):
-    """The client side's first protocol: picks an endpoint, then hands over to the relay."""
-
-    def __init__(self, listener: TCPListener) -> None:
-        self.listener = listener
-        self.relay: _Relay | None = None
-
-    def connection_made(self, transport) -> None:
-        lst = self.listener
-        lst.stats.accepted += 1
-        peer = transport.get_extra_info("peername") or ("", 0)
-        candidates = lst.balancer.candidates(peer[0])
-        if not candidates:
-            lst.stats.rejected += 1
-            reset(transport)
-            return
-        transport.pause_reading()
-        relay = _Relay(lst, peer[0])
-        self.relay = relay
-        relay.client.connection_made(transport)
-        transport.set_protocol(relay.client)
-        lst.relays.add(relay)
-        relay.task = asyncio.get_running_loop().create_task(lst.dial(relay, candidates))
-
-    def connection_lost(self, exc) -> None:  # only before the hand-over
-        pass
+def _gone(plan: ListenerPlan, addr: Backend) -> bool:
+    """The endpoint no longer exists (not merely not ready): its connections are closed."""
+    return addr not in plan.known and addr not in plan.backends
 
 
 class TCPListener:
@@ -212,58 +331,147 @@ class TCPListener:
         self.freebind = freebind
         self.balancer = Balancer(plan.backends, plan.affinity_timeout)
         self.relays: set[_Relay] = set()
-        self.server: asyncio.AbstractServer | None = None
+        self.sock: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._resume: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
+        self.loop = asyncio.get_running_loop()
         sock = bind_socket(self.key, self.plan.shared, self.freebind)
         try:
-            self.server = await asyncio.get_running_loop().create_server(
-                lambda: _Acceptor(self), sock=sock, backlog=4096)
+            sock.listen(4096)
+            self.loop.add_reader(sock.fileno(), self._on_accept)
         except BaseException:
             sock.close()
             raise
+        self.sock = sock
 
-    async def dial(self, relay: _Relay, candidates: list[Backend]) -> None:
-        loop = asyncio.get_running_loop()
-        for addr in candidates:
+    # ------------------------------------------------------------------ accepting
+    def _on_accept(self) -> None:
+        lsock = self.sock
+        for _ in range(_ACCEPTS_PER_WAKEUP):
             try:
-                await asyncio.wait_for(loop.create_connection(lambda: relay.backend, *addr),
-                                       DIAL_TIMEOUT)
-            except asyncio.CancelledError:
-                raise
-            except (TimeoutError, OSError) as e:
-                self.stats.dial_failures += 1
-                self.balancer.failed(addr)
-                log.debug("%s: endpoint %s:%d failed: %s", self.key, addr[0], addr[1], e)
-                continue
-            if relay.client.closed:
-                relay.backend.transport.close()
+                s, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            relay.addr = addr
-            self.balancer.connected(relay.client_ip, addr)
-            if addr not in self.plan.known and addr not in self.plan.backends:
-                relay.abort()  # the endpoint went away while we were dialling
-                return
-            relay.client.flush_early()
-            relay.client.transport.resume_reading()
-            return
-        self.stats.rejected += 1
-        if relay.client.transport is not None and not relay.client.closed:
-            reset(relay.client.transport)
-        self.relays.discard(relay)
+            except OSError as e:
+                if e.errno in _EXHAUSTED:  # don't spin on a listen queue we cannot serve
+                    log.warning("%s: accept: %s; pausing", self.key, e)
+                    self.loop.remove_reader(lsock.fileno())
+                    self._resume = self.loop.call_later(_ACCEPT_PAUSE, self._resume_accept)
+                    return
+                continue  # ECONNABORTED & co.: that one connection is gone
+            self._accepted(s, peer)
 
+    def _resume_accept(self) -> None:
+        self._resume = None
+        if self.sock is not None:
+            self.loop.add_reader(self.sock.fileno(), self._on_accept)
+
+    def _accepted(self, s: socket.socket, peer) -> None:
+        self.stats.accepted += 1
+        s.setblocking(False)
+        candidates = self.balancer.candidates(peer[0])
+        if not candidates:
+            self.stats.rejected += 1
+            _reset_sock(s)
+            return
+        _nodelay(s)
+        relay = _Relay(self, s, peer[0], candidates)
+        self.relays.add(relay)
+        self._dial_next(relay)
+
+    # ------------------------------------------------------------------ dialling
+    def _dial_next(self, relay: _Relay) -> None:
+        loop = self.loop
+        while relay.candidates:
+            addr = relay.candidates.pop(0)
+            try:
+                b = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET,
+                                  socket.SOCK_STREAM)
+            except OSError as e:  # out of file descriptors: nothing else will do better
+                log.warning("%s: cannot dial: %s", self.key, e)
+                relay.abort()
+                return
+            b.setblocking(False)
+            _nodelay(b)
+            err = b.connect_ex(addr)
+            if err == 0 or err == errno.EINPROGRESS:
+                relay.backend = b
+                relay.dialing = addr
+                if err == 0:
+                    self._connected(relay)
+                else:
+                    loop.add_writer(b.fileno(), self._on_connect, relay)
+                    relay.timer = loop.call_later(DIAL_TIMEOUT, self._dial_timeout, relay)
+                return
+            b.close()
+            self._dial_failed(addr, os.strerror(err))
+        self.stats.rejected += 1
+        relay.abort()  # reset the client
+
+    def _dial_failed(self, addr: Backend, why: str) -> None:
+        self.stats.dial_failures += 1
+        self.balancer.failed(addr)
+        log.debug("%s: endpoint %s:%d failed: %s", self.key, addr[0], addr[1], why)
+
+    def _dial_done(self, relay: _Relay) -> None:
+        self.loop.remove_writer(relay.backend.fileno())
+        if relay.timer is not None:
+            relay.timer.cancel()
+            relay.timer = None
+
+    def _on_connect(self, relay: _Relay) -> None:
+        if relay.closed or relay.dialing is None:
+            return
+        self._dial_done(relay)
+        b = relay.backend
+        err = b.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            addr, relay.backend, relay.dialing = relay.dialing, None, None
+            b.close()
+            self._dial_failed(addr, os.strerror(err))
+            self._dial_next(relay)
+            return
+        self._connected(relay)
+
+    def _dial_timeout(self, relay: _Relay) -> None:
+        relay.timer = None
+        if relay.closed or relay.dialing is None:
+            return
+        self._dial_done(relay)
+        addr, b, relay.backend, relay.dialing = relay.dialing, relay.backend, None, None
+        b.close()
+        self._dial_failed(addr, "timed out")
+        self._dial_next(relay)
+
+    def _connected(self, relay: _Relay) -> None:
+        addr, relay.dialing = relay.dialing, None
+        relay.addr = addr
+        relay.candidates = []
+        self.balancer.connected(relay.client_ip, addr)
+        if _gone(self.plan, addr):
+            relay.abort()  # the endpoint went away while we were dialling
+            return
+        relay.start()
+
+    # ------------------------------------------------------------------ updates
     def update(self, plan: ListenerPlan) -> None:
         self.plan = plan
         self.balancer.update(plan.backends, plan.affinity_timeout)
-        gone = [r for r in self.relays
-                if r.addr is not None and r.addr not in plan.known and r.addr not in plan.backends]
+        gone = [r for r in self.relays if r.addr is not None and _gone(plan, r.addr)]
         for r in gone:
             self.stats.closed_by_update += 1
             r.abort()
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
         for r in list(self.relays):
             r.abort()
 

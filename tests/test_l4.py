@@ -8,8 +8,10 @@ import os
 import socket
 import time
 
+import pytest
 import uvloop
 
+from proxy import l4
 from proxy.l4 import Proxier
 from proxy.servicetable import ListenerKey, ListenerPlan
 
@@ -61,6 +63,22 @@ async def hello(port: int) -> str:
     return line.decode().strip()
 
 
+async def expect_reset(port: int) -> None:
+    """The connection is reset, either while connecting (the proxy's accept-and-reset can beat
+    the client's connect completion when both run on one loop) or on the first read."""
+    try:
+        r, w = await asyncio.open_connection(VIP, port)
+    except ConnectionResetError:
+        return
+    try:
+        data = await r.read(10)
+        raise AssertionError(f"expected a reset, got {data!r}")
+    except ConnectionResetError:
+        pass
+    finally:
+        w.close()
+
+
 async def proxy_for(backends, **kw):
     port = free_port(VIP)
     px = Proxier()
@@ -92,26 +110,13 @@ def test_no_endpoints_resets_immediately():
     async def t():
         px, port, _ = await proxy_for([])
         t0 = time.monotonic()
-        r, w = await asyncio.open_connection(VIP, port)
-        try:
-            data = await r.read(10)
-            assert data == b"", data
-            raise AssertionError("expected a reset")
-        except ConnectionResetError:
-            pass
+        await expect_reset(port)
         assert time.monotonic() - t0 < 0.5
-        w.close()
         # only dead endpoints: also a reset, not a hang
         dead = ("127.77.1.9", free_port("127.77.1.9"))
         p = plan(port, [dead])
         await px.apply({p.key: p})
-        r, w = await asyncio.open_connection(VIP, port)
-        try:
-            await r.read(10)
-            raise AssertionError("expected a reset")
-        except ConnectionResetError:
-            pass
-        w.close()
+        await expect_reset(port)
         await px.close()
     run(t())
 
@@ -305,5 +310,166 @@ def test_apply_adds_and_removes_listeners():
         assert {await hello(port) for _ in range(10)} == {"a"}
         await px.close()
         await px2.close()
+        srv.close()
+    run(t())
+
+
+async def wait_until(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("mode", ["splice", "copy", "tiny-pipe"])
+def test_bulk_download_switches_to_splice(monkeypatch, mode):
+    """Small exchanges are copied; a bulk stream (a read that fills the copy buffer) is
+    spliced from then on, when splice is available and the pipe is not tiny (an unprivileged
+    user over fs.pipe-user-pages-soft); either way every byte arrives in order, and the
+    pipes are closed with the relay."""
+    if mode != "copy" and not l4.SPLICE:
+        pytest.skip("no os.splice here")
+    monkeypatch.setattr(l4, "SPLICE", mode != "copy")
+    if mode == "tiny-pipe":
+        monkeypatch.setattr(l4, "PIPE_MIN", 1 << 30)
+    splice = mode == "splice"
+    blob = os.urandom(24 << 20)
+
+    async def t():
+        async def handle(r, w):  # "get\n" -> blob, then EOF
+            assert await r.readline() == b"get\n"
+            w.write(blob)
+            await w.drain()
+            w.close()
+        srv = await asyncio.start_server(handle, B1, 0)
+        px, port, p = await proxy_for([(B1, srv.sockets[0].getsockname()[1])])
+        fds = len(os.listdir("/proc/self/fd"))
+        r, w = await asyncio.open_connection(VIP, port)
+        (relay,) = px.listeners[p.key].relays
+        w.write(b"get\n")
+        got = bytearray()
+        while data := await r.read(1 << 20):
+            got += data
+            if len(got) > (8 << 20):
+                assert relay.down.splicing is splice
+        assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
+        assert not relay.up.splicing  # 4 bytes upstream: still copying
+        w.close()
+        await wait_until(lambda: px.connections() == 0)
+        await asyncio.sleep(0.05)
+        assert len(os.listdir("/proc/self/fd")) == fds
+        await px.close()
+        srv.close()
+    run(t())
+
+
+@pytest.mark.parametrize("size", [1 << 10, 8 << 20], ids=["small", "bulk"])
+def test_backpressure_bounds_what_the_relay_holds(size):
+    """A backend that does not read: the relay stops reading from the client instead of
+    buffering; once the backend reads again, everything arrives intact."""
+    async def t():
+        go = asyncio.Event()
+        done = asyncio.get_running_loop().create_future()
+
+        async def handle(r, w):
+            await go.wait()
+            h, n = hashlib.sha256(), 0
+            while data := await r.read(1 << 20):
+                h.update(data)
+                n += len(data)
+            done.set_result((n, h.hexdigest()))
+            w.close()
+        srv = await asyncio.start_server(handle, B1, 0)
+        px, port, p = await proxy_for([(B1, srv.sockets[0].getsockname()[1])])
+        c = socket.create_connection((VIP, port))
+        c.setblocking(False)
+        loop = asyncio.get_running_loop()
+        chunk = os.urandom(size)
+        h, sent = hashlib.sha256(), 0
+        stalled = 0
+        while stalled < 20:  # until nothing moves for 20 x 10 ms
+            try:
+                n = c.send(chunk)
+                h.update(chunk[:n])
+                sent += n
+                stalled = 0
+            except BlockingIOError:
+                stalled += 1
+                await asyncio.sleep(0.01)
+        (relay,) = px.listeners[p.key].relays
+        assert relay.up.pending > 0  # the relay is waiting for the backend...
+        assert relay.up.pending <= max(l4.COPY_CHUNK, l4.PIPE_BIG)  # ...holding a bounded amount
+        assert sent < (256 << 20)
+        go.set()
+        await loop.sock_sendall(c, b"the end")
+        h.update(b"the end")
+        c.shutdown(socket.SHUT_WR)
+        assert await asyncio.wait_for(done, 10) == (sent + 7, h.hexdigest())
+        c.close()
+        await px.close()
+        srv.close()
+    run(t())
+
+
+def test_backend_half_close_and_reset_are_passed_on():
+    async def t():
+        got = asyncio.get_running_loop().create_future()
+
+        async def handle(r, w):  # greets, half-closes, still reads what the client says
+            w.write(b"hi\n")
+            w.write_eof()
+            got.set_result(await r.read())
+            w.close()
+        srv = await asyncio.start_server(handle, B1, 0)
+        px, port, p = await proxy_for([(B1, srv.sockets[0].getsockname()[1])])
+        r, w = await asyncio.open_connection(VIP, port)
+        assert await r.read() == b"hi\n"  # the backend's FIN came through as a FIN...
+        w.write(b"bye")                    # ...and the other direction still works
+        w.write_eof()
+        assert await asyncio.wait_for(got, 5) == b"bye"
+        await wait_until(lambda: px.connections() == 0)  # both directions done: closed
+        w.close()
+        srv.close()
+
+        # a backend that resets: the client is reset too, and the relay is gone
+        async def rst(r, w):
+            await r.readline()
+            w.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, l4._LINGER0)
+            w.transport.abort()
+        srv = await asyncio.start_server(rst, B1, 0)
+        p = plan(port, [(B1, srv.sockets[0].getsockname()[1])])
+        await px.apply({p.key: p})
+        r, w = await asyncio.open_connection(VIP, port)
+        w.write(b"x\n")
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(r.read(), 5)
+        await wait_until(lambda: px.connections() == 0)
+        w.close()
+        await px.close()
+        srv.close()
+    run(t())
+
+
+def test_client_data_and_eof_before_the_backend_answers():
+    """Bytes and the FIN a client sends right away (while the backend is being dialled) are
+    passed on in order."""
+    async def t():
+        async def handle(r, w):
+            data = await r.read()  # until EOF
+            w.write(data[::-1])
+            await w.drain()
+            w.close()
+        srv = await asyncio.start_server(handle, B1, 0)
+        px, port, _ = await proxy_for([(B1, srv.sockets[0].getsockname()[1])])
+        for _ in range(20):
+            r, w = await asyncio.open_connection(VIP, port)
+            w.write(b"0123456789")
+            w.write_eof()
+            assert await r.read() == b"9876543210"
+            w.close()
+        await wait_until(lambda: px.connections() == 0)
+        assert px.stats.accepted == 20
+        await px.close()
         srv.close()
     run(t())
