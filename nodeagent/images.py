@@ -284,12 +284,53 @@ def _cfg(ref: ImageRef, **kw) -> ImageConfig:
     return ImageConfig(name=ref.name, env=env, **kw)
 
 
+# `wget -T SEC` / `--timeout=SEC` for a busybox built without them (Debian's: `-T` crashes it,
+# `--timeout` is refused), as the official busybox image has them and tutorials use them
+# (`wget --spider --timeout=1 nginx` in the NetworkPolicy one). A timeout ends like busybox's
+# (SIGINT: the shell reports no "Terminated" for it).
+_WGET_TIMEOUT = """#!/bin/sh
+secs=
+want=
+for a do
+  shift
+  if [ -n "$want" ]; then secs=$a; want=; continue; fi
+  case $a in
+    -T|--timeout) want=1; continue ;;
+    -T*) secs=${a#-T}; continue ;;
+    --timeout=*) secs=${a#--timeout=}; continue ;;
+  esac
+  set -- "$@" "$a"
+done
+[ -z "$secs" ] && exec BUSYBOX wget "$@"
+BUSYBOX timeout -s INT "$secs" BUSYBOX wget "$@"
+rc=$?
+if [ "$rc" = 130 ]; then echo "wget: download timed out" >&2; exit 1; fi
+exit "$rc"
+"""
+
+
+def busybox_wget_dirs() -> list[str]:
+    """The wget wrapper above, when the host's busybox lacks -T (else its own wget serves)."""
+    if "busybox-wget" in _memo:
+        return _memo["busybox-wget"]
+    busybox = shutil.which("busybox")
+    dirs: list[str] = []
+    if busybox:
+        usage = subprocess.run([busybox, "wget", "--help"], capture_output=True, text=True,
+                               check=False)
+        if "-T SEC" not in usage.stdout + usage.stderr:
+            dirs = [_write_dir("busybox-wget", {
+                "wget": ("script", _WGET_TIMEOUT.replace("BUSYBOX", _shquote(busybox)))})]
+    _memo["busybox-wget"] = dirs
+    return dirs
+
+
 @image("busybox", "alpine", "k8s.gcr.io/busybox", "registry.k8s.io/busybox",
        "gcr.io/google-containers/busybox", "radial/busyboxplus")
 def _busybox(ref: ImageRef) -> ImageConfig:
     # nslookup as busybox 1.28 (the version the DNS tutorials pin): it applies the search list
     nslookup = wrapper_dirs("busybox-nslookup", {"nslookup": ("nslookup",)})
-    return _cfg(ref, cmd=["sh"], path_dirs=nslookup + busybox_dirs())
+    return _cfg(ref, cmd=["sh"], path_dirs=nslookup + busybox_wget_dirs() + busybox_dirs())
 
 
 @image("debian", "ubuntu")

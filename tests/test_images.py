@@ -438,6 +438,20 @@ def test_busybox_has_the_usual_tools(start, tmp_path):
                                  f"wget -q -O - http://{web.ip}:8080/ && echo done"])
     assert app.proc.wait(10) == 0
     assert app.output() == f"You've hit pod-{web.ip.replace('.', '-')}\ndone\n"
+    # wget -T / --timeout, as the official image has them (the NetworkPolicy tutorial's
+    # `wget --spider --timeout=1 nginx`): a success passes, a silent server times out
+    with socket.socket() as silent:
+        silent.bind((web.ip, 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        app = start("busybox", args=["sh", "-c", (
+            f"wget -q -T 2 -O - http://{web.ip}:8080/; echo rc=$?; "
+            f"wget --spider --timeout=1 http://{web.ip}:8080/ 2>/dev/null; echo rc=$?; "
+            f"wget -q -T 1 -O - http://{web.ip}:{port}/; echo rc=$?")])
+        assert app.proc.wait(15) == 0
+    out = app.output()
+    assert out.startswith("You've hit ") and out.count("rc=0") == 2, out
+    assert "download timed out" in out and out.rstrip().endswith("rc=1"), out
     # debian/ubuntu keep the host's tools and add only what it lacks
     deb = images.resolve("ubuntu:22.04")
     for d in deb.path_dirs:
