@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procstat import descendants, processes
+from procstat import descendants, pct, processes
 
 from kubelab.cli import wait_nodes_ready, wait_ready
 from kubelab.client import ClusterClient
@@ -168,13 +168,6 @@ def usage(before: dict, after: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- helpers
-def pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
 def stats(xs: list[float]) -> dict:
     return {"n": len(xs), "p50_ms": round(pct(xs, 50) * 1000), "p99_ms": round(pct(xs, 99) * 1000),
             "max_ms": round(max(xs) * 1000) if xs else float("nan")}

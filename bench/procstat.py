@@ -1,5 +1,5 @@
-"""/proc accounting shared by the benchmarks: every process's parent, command line, CPU time,
-RSS and time spent waiting for a CPU, and process trees."""
+"""What the benchmarks share: /proc accounting (every process's parent, command line, CPU time,
+RSS and time spent waiting for a CPU, and process trees) and percentiles of samples."""
 
 from __future__ import annotations
 
@@ -48,3 +48,11 @@ def descendants(procs: dict, roots: set[int]) -> set[int]:
         seen.add(p)
         todo.extend(children.get(p, []))
     return seen
+
+
+def pct(xs: list[float], p: float) -> float:
+    """The p-th percentile of the samples (nearest rank; NaN without samples)."""
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]

@@ -704,6 +704,17 @@ def split(n, parts):
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
+def _py_spy() -> str:
+    """py-spy next to this interpreter, else $PY_SPY, else on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    if here.exists():
+        return str(here)
+    found = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if not found:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy, or set PY_SPY)")
+    return found
+
+
 class Bench:
     def __init__(self, args, workers: Workers):
         self.args = args
@@ -790,7 +801,7 @@ class Bench:
                 continue
             out = outdir / f"{cl.kind}-{scen}-{n}.txt"
             spies.append(subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                [_py_spy(), "record", "--pid", str(pid),
                  "--duration", str(int(self.duration)), "--rate", "100", "--format", "raw",
                  "--threads", "--nonblocking", "--output", str(out)] +
                 {"cpu": [], "idle": ["--idle"], "gil": ["--gil"]}[self.args.profile_mode],
@@ -1002,7 +1013,8 @@ def instrument_delta(a, b, cl):
              "raft_thread_busy_in_flush": d("journal_flush_s") / dt,
              "raft_thread_in_poll_wait": d("raft_poll_s") / dt,
              "raft_send_append_entries_per_s": d("raft_send_append_entries_calls") / dt,
-             "raft_tcp_sends_per_s": d("raft_tcp_send_calls") / dt}
+             "raft_tcp_sends_per_s": d("raft_tcp_send_calls") / dt,
+             "raft_ticks_per_s": d("raft_tick_calls") / dt}
         cpu = {}
         for k, v in y.get("thread_cpu", {}).items():
             label = k.split(":", 1)[1]
@@ -1023,7 +1035,9 @@ def print_instrument(instr):
               f"{r['journal_entries_deleted_per_s']:.0f} entries/s; msync "
               f"{r['flushes_per_s']:.0f}/s x {f or 0:.2f} ms = "
               f"{100 * r['raft_thread_busy_in_flush']:.0f}% "
-              f"of the Raft thread, poll wait {100 * r['raft_thread_in_poll_wait']:.0f}%; "
+              f"of the Raft thread, poll wait {100 * r['raft_thread_in_poll_wait']:.0f}%, "
+              f"{r['raft_ticks_per_s']:.0f} ticks/s, "
+              f"{r['raft_tcp_sends_per_s']:.0f} peer messages sent/s; "
               f"threads (cores) {r['thread_cores']}", flush=True)
 
 
