@@ -159,7 +159,9 @@ def test_crashloop_backoff_intervals_grow(workers, tmp_path):
         w = cs.get("state", {}).get("waiting")
         if w:
             seen.add((w["reason"], w.get("message", "").split(" restarting")[0]))
-        return starts.exists() and len(starts.read_text().split()) >= 5 and cs
+        # the container writes its start before the agent reports it: wait for both
+        return starts.exists() and len(starts.read_text().split()) >= 5 and \
+            cs.get("restartCount", 0) >= 4 and cs.get("lastState", {}).get("terminated") and cs
     cs = wait_for(five_starts, 40, 0.1, "5 container starts")
     t = [float(x) for x in starts.read_text().split()]
     gaps = [b - a for a, b in itertools.pairwise(t)]

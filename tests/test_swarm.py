@@ -66,7 +66,7 @@ def stack_down() -> None:
 
     def gone() -> bool:
         return not run("docker", "ps", "-aq", "--filter", f"name={STACK}_").stdout.strip() and \
-            "kubelab" not in run("docker", "network", "ls", "--format", "{{.Name}}").stdout.split()
+            "kubelab-swarm" not in run("docker", "network", "ls", "--format", "{{.Name}}").stdout.split()
     wait_for(gone, 120, 1.0, "the stack's containers and network removed")
     vols = [v for v in run("docker", "volume", "ls", "-q").stdout.split()
             if v.startswith(f"{STACK}_")]
