@@ -16,8 +16,11 @@ VIRTUAL = [
     # the resource metrics API (what metrics-server serves), read from the node agents
     ("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", ("get", "list")),
     ("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", ("get", "list")),
+    # deprecated since 1.19 but still served, and still in tutorials (apiserver/componentstatus.py)
+    ("", "v1", "componentstatuses", "ComponentStatus", ("get", "list")),
 ]
 NAMESPACED_VIRTUAL = {("metrics.k8s.io", "pods")}
+VIRTUAL_SHORT_NAMES = {("", "componentstatuses"): ["cs"]}
 
 SUBRESOURCE_VERBS = {
     "status": ("get", "patch", "update"),
@@ -65,8 +68,8 @@ def aggregated(kinds: Registry, core: bool, version_tag: str) -> dict:
         if (k.group == "") != core:
             continue
         groups.setdefault(k.group, {}).setdefault(k.version, []).append(k)
-    if not core:
-        for g, v, plural, kind, verbs in VIRTUAL:
+    for g, v, plural, kind, verbs in VIRTUAL:
+        if (g == "") == core:
             groups.setdefault(g, {}).setdefault(v, []).append((plural, kind, verbs))
     items = []
     for g, versions in groups.items():
@@ -76,11 +79,14 @@ def aggregated(kinds: Registry, core: bool, version_tag: str) -> dict:
             for e in sorted(entries, key=lambda x: x[0] if isinstance(x, tuple) else x.plural):
                 if isinstance(e, tuple):
                     plural, kind, verbs = e
-                    res.append({"resource": plural, "singularResource": kind.lower(),
-                                "scope": "Namespaced" if (g, plural) in NAMESPACED_VIRTUAL
-                                else "Cluster",
-                                "responseKind": {"group": g, "version": v, "kind": kind},
-                                "verbs": list(verbs)})
+                    entry = {"resource": plural, "singularResource": kind.lower(),
+                             "scope": "Namespaced" if (g, plural) in NAMESPACED_VIRTUAL
+                             else "Cluster",
+                             "responseKind": {"group": g, "version": v, "kind": kind},
+                             "verbs": list(verbs)}
+                    if (g, plural) in VIRTUAL_SHORT_NAMES:
+                        entry["shortNames"] = VIRTUAL_SHORT_NAMES[g, plural]
+                    res.append(entry)
                     continue
                 entry = {"resource": e.plural, "singularResource": e.singular,
                          "scope": "Namespaced" if e.namespaced else "Cluster",
@@ -122,6 +128,8 @@ def legacy_group_list(kinds: Registry) -> dict:
             if k.version not in vs:
                 vs.append(k.version)
     for g, v, *_ in VIRTUAL:
+        if not g:
+            continue  # the core group is /api, not an APIGroup
         vs = groups.setdefault(g, [])
         if v not in vs:
             vs.append(v)
@@ -158,9 +166,12 @@ def legacy_resource_list(kinds: Registry, group: str, version: str) -> dict | No
     for g, v, plural, kind, verbs in VIRTUAL:
         if g == group and v == version:
             found = True
-            res.append({"name": plural, "singularName": kind.lower(),
-                        "namespaced": (g, plural) in NAMESPACED_VIRTUAL,
-                        "kind": kind, "verbs": list(verbs)})
+            entry = {"name": plural, "singularName": kind.lower(),
+                     "namespaced": (g, plural) in NAMESPACED_VIRTUAL,
+                     "kind": kind, "verbs": list(verbs)}
+            if (g, plural) in VIRTUAL_SHORT_NAMES:
+                entry["shortNames"] = VIRTUAL_SHORT_NAMES[g, plural]
+            res.append(entry)
     if not found:
         return None
     gv = f"{group}/{version}" if group else version

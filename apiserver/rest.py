@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import discovery, errors, openapi, verbs
+from . import componentstatus, discovery, errors, openapi, verbs
 from .auth import Attributes, Authorizer, TokenAuthenticator, UserInfo
 from .errors import StatusError
 from .kinds import Kind, Registry
@@ -192,6 +192,9 @@ class RestAPI:
                 if not ok:
                     raise errors.forbidden(why)
                 return await self.subs.nodes.metrics(request, plural, namespace, name)
+            if virtual and plural == "componentstatuses" and request.method == "GET" and \
+                    not sub and namespace is None:
+                return await self._component_statuses(request, name)
             raise StatusError(404, "NotFound", "the server could not find the requested "
                                                "resource")
         if namespace is not None and not kind.namespaced:
@@ -474,6 +477,28 @@ class RestAPI:
             await resp.write_eof()
         except (ConnectionResetError, RuntimeError):
             pass
+        return resp
+
+    async def _component_statuses(self, request: web.Request, name: str | None) -> web.Response:
+        ok, why = self.authz.authorize(Attributes(request["user"], "get" if name else "list", "",
+                                                  "componentstatuses", "", "", name or "",
+                                                  request.path))
+        if not ok:
+            raise errors.forbidden(why)
+        items = await componentstatus.statuses(self.storage, self.kinds)
+        if name is not None:
+            items = [o for o in items if o["metadata"]["name"] == name]
+            if not items:
+                raise errors.not_found("componentstatuses", name)
+        if self.wants_table(request):
+            out = componentstatus.table(items)
+        elif name is not None:
+            out = items[0]
+        else:
+            out = {"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {},
+                   "items": items}
+        resp = _json(out)
+        resp.headers["Warning"] = componentstatus.WARNING
         return resp
 
     async def _review(self, request: web.Request, virtual: tuple) -> web.Response:

@@ -365,3 +365,50 @@ def test_python_client_crud_watch_conflict(kube: KubeCluster):
     apps.patch_namespaced_deployment_scale("pyd", "default", {"spec": {"replicas": 3}})
     assert apps.read_namespaced_deployment("pyd", "default").spec.replicas == 3
     apps.delete_namespaced_deployment("pyd", "default")
+
+
+def test_componentstatuses_report_leader_leases_and_store_members(fresh_kube: KubeCluster):
+    kube = fresh_kube
+    # this cluster has no scheduler or controller manager: a scheduler Lease renewed just now
+    # makes "scheduler" healthy; the controller manager never ran
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kube-scheduler", "namespace": "kube-system"},
+        "spec": {"holderIdentity": "sched-a", "leaseDurationSeconds": 60,
+                 "renewTime": now, "acquireTime": now}}))
+    p = kube.kubectl("get", "cs")
+    assert "Warning: v1 ComponentStatus is deprecated in v1.19+" in p.stderr
+    rows = {line.split()[0]: [c.strip() for c in line.split(None, 2)[1:]]
+            for line in p.stdout.splitlines()[1:]}
+    assert p.stdout.split()[:4] == ["NAME", "STATUS", "MESSAGE", "ERROR"]
+    assert rows["scheduler"] == ["Healthy", "ok"]
+    assert rows["controller-manager"][0] == "Unhealthy" and \
+        "no kube-controller-manager Lease" in rows["controller-manager"][1]
+    assert [rows[f"etcd-{i}"] for i in range(3)] == [["Healthy", "ok"]] * 3
+    kube.cluster.kill("store-3")
+    cs = json.loads(kube.kubectl("get", "componentstatuses", "etcd-2", "-o", "json").stdout)
+    cond = cs["conditions"][0]
+    assert cs["kind"] == "ComponentStatus" and cond["type"] == "Healthy"
+    assert cond["status"] == "False" and cond["error"].startswith("store member ")
+    assert json.loads(kube.kubectl("get", "cs", "etcd-0", "-o", "json").stdout)[
+        "conditions"][0]["status"] == "True"
+    missing = kube.kubectl("get", "cs", "etcd-7", check=False)
+    assert missing.returncode == 1 and 'componentstatuses "etcd-7" not found' in missing.stderr
+
+
+def test_componentstatus_of_a_lease_that_stopped_being_renewed():
+    import datetime
+
+    from apiserver.componentstatus import lease_health
+    now = datetime.datetime(2026, 1, 1, 12, 0, 30, tzinfo=datetime.UTC)
+    lease = {"spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
+                      "renewTime": "2026-01-01T12:00:00.000000Z"}}
+    c = lease_health("scheduler", "kube-scheduler", lease, now)["conditions"][0]
+    assert c["status"] == "False" and "last renewed 30s ago (duration 15s)" in c["error"]
+    lease["spec"]["renewTime"] = "2026-01-01T12:00:20.000000Z"
+    assert lease_health("scheduler", "kube-scheduler", lease, now)["conditions"][0] == {
+        "type": "Healthy", "status": "True", "message": "ok"}
+    lease["spec"]["holderIdentity"] = ""  # released by a leader that stopped
+    assert lease_health("scheduler", "kube-scheduler", lease, now)["conditions"][0][
+        "status"] == "False"
