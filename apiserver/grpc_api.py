@@ -90,6 +90,9 @@ class ClusterService(cgrpc.ClusterServicer):
         return await self._run(context, "get", request.ref, fn)
 
     async def List(self, request, context):
+        if request.ref.group == "metrics.k8s.io":
+            return await self._metrics_list(request, context)
+
         async def fn(kind, ns, user):
             res = await self.s.storage.list(
                 kind, ns, label_selector=request.label_selector,
@@ -103,6 +106,28 @@ class ClusterService(cgrpc.ClusterServicer):
                    "items": res.items}
             return cpb.ListResponse(list=json.dumps(lst).encode())
         return await self._run(context, "list", request.ref, fn)
+
+    async def _metrics_list(self, request, context):
+        """The resource metrics API (what the HPA controller reads), as over REST."""
+        ref = request.ref
+        try:
+            md = dict(context.invocation_metadata() or ())
+            user = self.s.authn.authenticate(md.get("authorization"))
+            if ref.resource not in ("pods", "nodes"):
+                raise StatusError(404, "NotFound", "the server could not find the requested "
+                                                   f"resource (metrics.k8s.io, {ref.resource})")
+            ok, why = self.s.authz.authorize(Attributes(user, "list", ref.group, ref.resource,
+                                                        "", ref.namespace, ""))
+            if not ok:
+                raise errors.forbidden(why)
+            lst = await self.s.rest.subs.nodes.metrics_object(
+                ref.resource, ref.namespace or None, None, request.label_selector or None,
+                request.field_selector or None)
+            return cpb.ListResponse(list=json.dumps(lst).encode())
+        except StatusError as e:
+            context.set_trailing_metadata(
+                (("k8s-status-bin", json.dumps(e.status()).encode()),))
+            await context.abort(grpc_code(e), e.message)
 
     async def Create(self, request, context):
         async def fn(kind, ns, user):
@@ -126,6 +151,14 @@ class ClusterService(cgrpc.ClusterServicer):
 
     async def _update(self, request, context, sub: str | None):
         async def fn(kind, ns, user):
+            if sub == "scale":
+                body = self._obj(request.object)
+                md = body.get("metadata") if isinstance(body, dict) else None
+                obj = await self.s.rest.subs.update_scale(
+                    kind, ns, request.ref.name,
+                    (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None,
+                    md.get("resourceVersion") if isinstance(md, dict) else None)
+                return cpb.ObjectResponse(object=json.dumps(obj).encode())
             obj, _ = await verbs.update(self.s.storage, kind, ns, request.ref.name,
                                         self._obj(request.object),
                                         manager=request.field_manager or user.username,

@@ -391,9 +391,16 @@ class NodeProxy:
 
     async def metrics(self, request: web.Request, plural: str, namespace: str | None,
                       name: str | None) -> web.Response:
+        q = request.query
+        return web.json_response(await self.metrics_object(
+            plural, namespace, name, q.get("labelSelector"), q.get("fieldSelector")))
+
+    async def metrics_object(self, plural: str, namespace: str | None, name: str | None,
+                             label_selector: str | None = None,
+                             field_selector: str | None = None) -> dict:
+        """A NodeMetrics/PodMetrics object or list, as metrics-server answers (REST and gRPC)."""
         from datetime import datetime
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        q = request.query
         node_kind = self.storage.kinds.by_kind("", "v1", "Node")
         api = "metrics.k8s.io/v1beta1"
 
@@ -407,7 +414,7 @@ class NodeProxy:
                 nodes = [await self.storage.get(node_kind, None, name)]
             else:
                 nodes = (await self.storage.list(node_kind, None,
-                                                 label_selector=q.get("labelSelector"))).items
+                                                 label_selector=label_selector)).items
             sums = await asyncio.gather(*(self._summary(n, []) for n in nodes))
             items = [{"metadata": {"name": n["metadata"]["name"], "creationTimestamp": now,
                                    "labels": n["metadata"].get("labels") or {}},
@@ -416,18 +423,15 @@ class NodeProxy:
             if name:
                 if not items:
                     raise errors.not_found("nodemetrics", name, "metrics.k8s.io")
-                return web.json_response({"kind": "NodeMetrics", "apiVersion": api, **items[0]})
-            return web.json_response({"kind": "NodeMetricsList", "apiVersion": api,
-                                      "metadata": {}, "items": [
-                                          {"kind": "NodeMetrics", "apiVersion": api, **i}
-                                          for i in items]})
+                return {"kind": "NodeMetrics", "apiVersion": api, **items[0]}
+            return {"kind": "NodeMetricsList", "apiVersion": api, "metadata": {},
+                    "items": [{"kind": "NodeMetrics", "apiVersion": api, **i} for i in items]}
         pod_kind = self.storage.kinds.by_kind("", "v1", "Pod")
         if name:
             pods = [await self.storage.get(pod_kind, namespace, name)]
         else:
-            pods = (await self.storage.list(pod_kind, namespace,
-                                            label_selector=q.get("labelSelector"),
-                                            field_selector=q.get("fieldSelector"))).items
+            pods = (await self.storage.list(pod_kind, namespace, label_selector=label_selector,
+                                            field_selector=field_selector)).items
         pods = [p for p in pods if get_path(p, ("spec", "nodeName")) and
                 get_path(p, ("status", "phase")) == "Running"]
         by_node: dict[str, list[dict]] = {}
@@ -454,6 +458,5 @@ class NodeProxy:
         if name:
             if not items:
                 raise errors.not_found("podmetrics", name, "metrics.k8s.io")
-            return web.json_response(items[0])
-        return web.json_response({"kind": "PodMetricsList", "apiVersion": api, "metadata": {},
-                                  "items": items})
+            return items[0]
+        return {"kind": "PodMetricsList", "apiVersion": api, "metadata": {}, "items": items}

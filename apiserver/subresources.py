@@ -88,6 +88,12 @@ class SubresourceHandlers:
             want_rv = None
         else:
             raise errors.method_not_allowed(f"{request.method} is not supported on scale")
+        return _json(await self.update_scale(kind, namespace, name, replicas, want_rv))
+
+    async def update_scale(self, kind: Kind, namespace, name, replicas, want_rv) -> dict:
+        """Set the replicas through the scale subresource (REST PUT/PATCH and gRPC Update)."""
+        if kind.scale is None:
+            raise errors.method_not_allowed(f"{kind.plural} has no scale subresource")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise errors.invalid("Scale", name, [errors.Cause(
                 "spec.replicas", f"Invalid value: {replicas}: must be greater than or equal "
@@ -101,7 +107,7 @@ class SubresourceHandlers:
             return obj
 
         obj = await self.storage.guaranteed_update(kind, namespace, name, mutate)
-        return _json(self.to_scale(kind, obj))
+        return self.to_scale(kind, obj)
 
     # ------------------------------------------------------------------ pods
     async def binding(self, request, kind: Kind, namespace, name) -> web.Response:

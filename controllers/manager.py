@@ -32,6 +32,8 @@ CONTROLLERS = {
     "persistentvolume-binder": "controllers.pvbinder:PersistentVolumeBinder",
     "service-lb": "controllers.servicelb:ServiceLoadBalancerController",
     "root-ca-cert-publisher": "controllers.rootcacertpublisher:RootCACertPublisher",
+    "horizontalpodautoscaling": "controllers.horizontalpodautoscaler:"
+                                "HorizontalPodAutoscalerController",
 }
 
 
