@@ -51,9 +51,13 @@ class ClusterService(cgrpc.ClusterServicer):
                 raise errors.forbidden(why)
             return await fn(kind, ref.namespace or None, user)
         except StatusError as e:
-            context.set_trailing_metadata(
-                (("k8s-status-bin", json.dumps(e.status()).encode()),))
-            await context.abort(grpc_code(e), e.message)
+            await self._abort(context, e)
+
+    @staticmethod
+    async def _abort(context, e: StatusError):
+        """A Kubernetes Status as a gRPC error: the code, and the Status in trailing metadata."""
+        context.set_trailing_metadata((("k8s-status-bin", json.dumps(e.status()).encode()),))
+        await context.abort(grpc_code(e), e.message)
 
     def _kind(self, ref: cpb.ObjectRef) -> Kind:
         k = self.s.kinds.by_resource(ref.group, ref.version or "v1", ref.resource)
@@ -125,9 +129,7 @@ class ClusterService(cgrpc.ClusterServicer):
                 request.field_selector or None)
             return cpb.ListResponse(list=json.dumps(lst).encode())
         except StatusError as e:
-            context.set_trailing_metadata(
-                (("k8s-status-bin", json.dumps(e.status()).encode()),))
-            await context.abort(grpc_code(e), e.message)
+            await self._abort(context, e)
 
     async def Create(self, request, context):
         async def fn(kind, ns, user):
@@ -208,9 +210,7 @@ class ClusterService(cgrpc.ClusterServicer):
             if e.code == 410:
                 yield cpb.WatchEvent(type="ERROR", object=json.dumps(e.status()).encode())
                 return
-            context.set_trailing_metadata(
-                (("k8s-status-bin", json.dumps(e.status()).encode()),))
-            await context.abort(grpc_code(e), e.message)
+            await self._abort(context, e)
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (request.timeout_seconds or 1e9)
