@@ -20,6 +20,7 @@ import datetime
 import math
 import time
 
+from apiserver.kinds.cluster import SCALE_DOWN_DEFAULT, SCALE_UP_DEFAULT
 from apiserver.kinds.common import parse_quantity
 from kubelab import timescale
 from kubelab.client import BUILTIN, APIError, Resource
@@ -32,11 +33,11 @@ SYNC_PERIOD = 15.0
 TOLERANCE = 0.1
 CPU_INITIALIZATION_PERIOD = 300.0
 POD_METRICS = Resource("metrics.k8s.io", "v1beta1", "pods", True, "PodMetrics")
-UP_DEFAULT = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
-              "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15},
-                           {"type": "Percent", "value": 100, "periodSeconds": 15}]}
-DOWN_DEFAULT = {"stabilizationWindowSeconds": 300, "selectPolicy": "Max",
-                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}
+# the API's defaults for spec.behavior (applied when a behavior is given), and for a scale-down
+# without a stabilization window kube-controller-manager's --horizontal-pod-autoscaler-
+# downscale-stabilization (5 minutes)
+UP_DEFAULT = SCALE_UP_DEFAULT
+DOWN_DEFAULT = {**SCALE_DOWN_DEFAULT, "stabilizationWindowSeconds": 300}
 
 
 class MetricError(Exception):

@@ -70,11 +70,11 @@ KINDS.add(Kind(
 
 
 # =========================================================================== HPA
-_SCALE_UP = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
-             "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15},
-                          {"type": "Percent", "value": 100, "periodSeconds": 15}]}
-_SCALE_DOWN = {"selectPolicy": "Max",
-               "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}
+SCALE_UP_DEFAULT = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                    "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15},
+                                 {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+SCALE_DOWN_DEFAULT = {"selectPolicy": "Max",
+                      "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}
 
 
 def _scaling_rules(given: Any, defaults: dict) -> dict:
@@ -95,8 +95,8 @@ def _hpa_default(obj: dict) -> None:
             "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
     beh = spec.get("behavior")
     if isinstance(beh, dict):
-        beh["scaleUp"] = _scaling_rules(beh.get("scaleUp"), _SCALE_UP)
-        beh["scaleDown"] = _scaling_rules(beh.get("scaleDown"), _SCALE_DOWN)
+        beh["scaleUp"] = _scaling_rules(beh.get("scaleUp"), SCALE_UP_DEFAULT)
+        beh["scaleDown"] = _scaling_rules(beh.get("scaleDown"), SCALE_DOWN_DEFAULT)
     _ensure(obj, "status").setdefault("desiredReplicas", 0)
 
 
