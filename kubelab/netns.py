@@ -26,6 +26,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -266,12 +267,35 @@ def clear_delay(netns_name: str) -> None:
             cmdline = f.read()
         if b"kubelab.netdelay" in cmdline:  # not a reused PID
             os.kill(pid, signal.SIGTERM)
+            _wait_exited(pid)
     except (OSError, ValueError):
         pass
     try:
         os.unlink(pid_file)
     except OSError:
         pass
+
+
+def _exited(pid: int) -> bool:
+    """Gone or a zombie: either way its files, the netlink socket among them, are closed."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _wait_exited(pid: int, timeout: float = 5.0) -> None:
+    """The kernel refuses (EPERM) to bind a queue number another socket still holds, so a
+    replacement delayer may start only once the old one has closed its socket."""
+    for sig in (None, signal.SIGKILL):
+        if sig:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _exited(pid):
+                return
+            time.sleep(0.01)
 
 
 def _delete_rules(chain: str, match: Callable[[str], bool], *, table: str = "filter",

@@ -393,6 +393,25 @@ def test_names_fit_ifnamsiz():
     assert d.netns_name(uid) != other.netns_name(uid)
 
 
+def test_wait_exited_outlasts_a_slow_exit():
+    """A replacement delayer binds the same queue, which the kernel refuses while the old one
+    still holds it: clearing a delay must return only once the old delayer is gone."""
+    slow = subprocess.Popen([sys.executable, "-c",
+                             "import signal, sys, time\n"
+                             "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5), sys.exit()))\n"
+                             "print('ready', flush=True)\n"
+                             "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert slow.stdout.readline() == "ready\n"
+        slow.terminate()
+        machines._wait_exited(slow.pid)
+        assert machines._exited(slow.pid)
+        assert slow.poll() is not None
+    finally:
+        slow.kill()
+        slow.wait()
+
+
 def test_pure_helpers(tmp_path):
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1\tlocalhost\n10.0.0.5\tnode-a")
