@@ -108,8 +108,14 @@ class MasterLeases:
 
     async def reconcile(self) -> None:
         await self.renew()
-        await write_kubernetes_endpoints(self.storage, self.kinds, await self.addresses(),
-                                         self.port)
+        for _ in range(3):
+            # API servers starting together each write the addresses they read; one that read
+            # before the other's key existed can write last. Re-reading after the write catches
+            # that now rather than a round (10 s) later.
+            want = await self.addresses()
+            await write_kubernetes_endpoints(self.storage, self.kinds, want, self.port)
+            if await self.addresses() == want:
+                break
 
     async def run(self) -> None:
         while True:
