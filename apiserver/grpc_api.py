@@ -5,11 +5,11 @@ the trailing metadata key `k8s-status-bin`."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import grpc
 
+from kubelab import fastjson
 from proto.kubelab import cluster_pb2 as cpb
 from proto.kubelab import cluster_pb2_grpc as cgrpc
 
@@ -56,7 +56,7 @@ class ClusterService(cgrpc.ClusterServicer):
     @staticmethod
     async def _abort(context, e: StatusError):
         """A Kubernetes Status as a gRPC error: the code, and the Status in trailing metadata."""
-        context.set_trailing_metadata((("k8s-status-bin", json.dumps(e.status()).encode()),))
+        context.set_trailing_metadata((("k8s-status-bin", fastjson.dumps(e.status())),))
         await context.abort(grpc_code(e), e.message)
 
     def _kind(self, ref: cpb.ObjectRef) -> Kind:
@@ -72,7 +72,7 @@ class ClusterService(cgrpc.ClusterServicer):
     @staticmethod
     def _obj(raw: bytes) -> dict:
         try:
-            return json.loads(raw)
+            return fastjson.loads(raw)
         except ValueError as e:
             raise errors.bad_request(f"invalid JSON object: {e}") from None
 
@@ -81,16 +81,16 @@ class ClusterService(cgrpc.ClusterServicer):
         out = [{"group": k.group, "version": k.version, "resource": k.plural, "kind": k.kind,
                 "namespaced": k.namespaced, "subresources": list(k.subresources)}
                for k in self.s.kinds.kinds]
-        return cpb.ResourcesResponse(resources=json.dumps(out).encode())
+        return cpb.ResourcesResponse(resources=fastjson.dumps(out))
 
     async def Get(self, request, context):
         async def fn(kind, ns, user):
             if request.ref.subresource == "scale":
                 obj = await self.s.storage.get(kind, ns, request.ref.name)
-                return cpb.ObjectResponse(object=json.dumps(
-                    self.s.rest.subs.to_scale(kind, obj)).encode())
+                return cpb.ObjectResponse(object=fastjson.dumps(
+                    self.s.rest.subs.to_scale(kind, obj)))
             obj = await self.s.storage.get(kind, ns, request.ref.name)
-            return cpb.ObjectResponse(object=json.dumps(obj).encode())
+            return cpb.ObjectResponse(object=fastjson.dumps(obj))
         return await self._run(context, "get", request.ref, fn)
 
     async def List(self, request, context):
@@ -108,7 +108,7 @@ class ClusterService(cgrpc.ClusterServicer):
                 md["continue"] = res.cont
             lst = {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": md,
                    "items": res.items}
-            return cpb.ListResponse(list=json.dumps(lst).encode())
+            return cpb.ListResponse(list=fastjson.dumps(lst))
         return await self._run(context, "list", request.ref, fn)
 
     async def _metrics_list(self, request, context):
@@ -127,7 +127,7 @@ class ClusterService(cgrpc.ClusterServicer):
             lst = await self.s.rest.subs.nodes.metrics_object(
                 ref.resource, ref.namespace or None, None, request.label_selector or None,
                 request.field_selector or None)
-            return cpb.ListResponse(list=json.dumps(lst).encode())
+            return cpb.ListResponse(list=fastjson.dumps(lst))
         except StatusError as e:
             await self._abort(context, e)
 
@@ -139,17 +139,17 @@ class ClusterService(cgrpc.ClusterServicer):
                 from .serviceaccounts import create_token
                 obj = await create_token(self.s.storage, self.s.kinds, self.s.sa_tokens, ns,
                                          request.ref.name, self._obj(request.object))
-                return cpb.ObjectResponse(object=json.dumps(obj).encode())
+                return cpb.ObjectResponse(object=fastjson.dumps(obj))
             obj = await verbs.create(self.s.storage, kind, ns, self._obj(request.object),
                                      manager=request.field_manager or user.username,
                                      dry_run=request.dry_run, validation="Strict")
-            return cpb.ObjectResponse(object=json.dumps(obj).encode())
+            return cpb.ObjectResponse(object=fastjson.dumps(obj))
         return await self._run(context, "create", request.ref, fn)
 
     async def _binding(self, kind, ns, request):
         obj = await verbs.bind(self.s.storage, kind, ns, request.ref.name,
                                self._obj(request.object))
-        return cpb.ObjectResponse(object=json.dumps(obj).encode())
+        return cpb.ObjectResponse(object=fastjson.dumps(obj))
 
     async def _update(self, request, context, sub: str | None):
         async def fn(kind, ns, user):
@@ -160,13 +160,13 @@ class ClusterService(cgrpc.ClusterServicer):
                     kind, ns, request.ref.name,
                     (body.get("spec") or {}).get("replicas") if isinstance(body, dict) else None,
                     md.get("resourceVersion") if isinstance(md, dict) else None)
-                return cpb.ObjectResponse(object=json.dumps(obj).encode())
+                return cpb.ObjectResponse(object=fastjson.dumps(obj))
             obj, _ = await verbs.update(self.s.storage, kind, ns, request.ref.name,
                                         self._obj(request.object),
                                         manager=request.field_manager or user.username,
                                         subresource=sub, dry_run=request.dry_run,
                                         validation="Strict")
-            return cpb.ObjectResponse(object=json.dumps(obj).encode())
+            return cpb.ObjectResponse(object=fastjson.dumps(obj))
         return await self._run(context, "update", request.ref, fn)
 
     async def Update(self, request, context):
@@ -182,7 +182,7 @@ class ClusterService(cgrpc.ClusterServicer):
                                     manager=request.field_manager or user.username,
                                     subresource=request.ref.subresource or None,
                                     dry_run=request.dry_run, validation="Strict")
-            return cpb.ObjectResponse(object=json.dumps(obj).encode())
+            return cpb.ObjectResponse(object=fastjson.dumps(obj))
         return await self._run(context, "patch", request.ref, fn)
 
     async def Delete(self, request, context):
@@ -190,7 +190,7 @@ class ClusterService(cgrpc.ClusterServicer):
             opts = self._obj(request.options) if request.options else {}
             obj, gone = await verbs.delete(self.s.storage, kind, ns, request.ref.name,
                                            opts if isinstance(opts, dict) else {})
-            return cpb.DeleteResponse(object=json.dumps(obj).encode(), deleted=gone)
+            return cpb.DeleteResponse(object=fastjson.dumps(obj), deleted=gone)
         return await self._run(context, "delete", request.ref, fn)
 
     async def Watch(self, request, context):
@@ -208,7 +208,7 @@ class ClusterService(cgrpc.ClusterServicer):
                 resource_version=request.resource_version or None)
         except StatusError as e:
             if e.code == 410:
-                yield cpb.WatchEvent(type="ERROR", object=json.dumps(e.status()).encode())
+                yield cpb.WatchEvent(type="ERROR", object=fastjson.dumps(e.status()))
                 return
             await self._abort(context, e)
             return
@@ -216,9 +216,9 @@ class ClusterService(cgrpc.ClusterServicer):
         deadline = loop.time() + (request.timeout_seconds or 1e9)
         last_rev = 0
         try:
-            for etype, obj, rev in initial:
-                last_rev = rev
-                yield cpb.WatchEvent(type=etype, object=json.dumps(obj).encode())
+            for etype, ev in initial:
+                last_rev = ev.rev
+                yield cpb.WatchEvent(type=etype, object=ev.json())
             while True:
                 left = deadline - loop.time()
                 if left <= 0:
@@ -229,18 +229,19 @@ class ClusterService(cgrpc.ClusterServicer):
                 except asyncio.TimeoutError:
                     if request.allow_bookmarks:
                         rev = max(self.s.storage.caches[kind.plural].rev, last_rev)
-                        yield cpb.WatchEvent(type="BOOKMARK", object=json.dumps({
+                        yield cpb.WatchEvent(type="BOOKMARK", object=fastjson.dumps({
                             "kind": kind.kind, "apiVersion": kind.api_version,
-                            "metadata": {"resourceVersion": str(rev)}}).encode())
+                            "metadata": {"resourceVersion": str(rev)}}))
                     continue
                 if item is None:
                     reason = sub.closed_reason or "watch closed"
                     if reason.startswith("too old"):
-                        yield cpb.WatchEvent(type="ERROR", object=json.dumps(
-                            errors.gone(reason).status()).encode())
+                        yield cpb.WatchEvent(type="ERROR", object=fastjson.dumps(
+                            errors.gone(reason).status()))
                     return
-                etype, obj, last_rev = item
-                yield cpb.WatchEvent(type=etype, object=json.dumps(obj).encode())
+                etype, ev = item
+                last_rev = ev.rev
+                yield cpb.WatchEvent(type=etype, object=ev.json())
         finally:
             sub.unsubscribe()
 

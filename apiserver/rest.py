@@ -15,11 +15,14 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from kubelab import fastjson
+
 from . import componentstatus, discovery, errors, openapi, verbs
 from .auth import Attributes, Authorizer, TokenAuthenticator, UserInfo
 from .errors import StatusError
 from .kinds import Kind, Registry
 from .storage import Storage
+from .watchcache import Event
 
 log = logging.getLogger("apiserver.rest")
 
@@ -32,7 +35,7 @@ AGG_V2B1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscover
 
 
 def _json(obj: Any, status: int = 200, content_type: str = "application/json") -> web.Response:
-    return web.Response(body=json.dumps(obj, separators=(",", ":")).encode(), status=status,
+    return web.Response(body=fastjson.dumps(obj), status=status,
                         headers={"Content-Type": content_type})
 
 
@@ -434,18 +437,19 @@ class RestAPI:
         first = [True]
         last_rev = [0]
 
-        def encode(etype: str, obj: dict) -> bytes:
+        def encode(etype: str, obj: dict, ev: Event | None = None) -> bytes:
             if table and etype != "BOOKMARK" and etype != "ERROR":
                 obj = self.table(request, kind, [obj], obj["metadata"].get("resourceVersion", ""),
                                  header=first[0])
                 first[0] = False
-            return json.dumps({"type": etype, "object": obj}, separators=(",", ":")).encode() + \
-                b"\n"
+            elif ev is not None:  # the object's JSON is shared by every watcher of the event
+                return b'{"type":"%s","object":%s}\n' % (etype.encode(), ev.json())
+            return fastjson.dumps({"type": etype, "object": obj}) + b"\n"
 
         try:
-            for etype, obj, rev in initial:
-                await resp.write(encode(etype, obj))
-                last_rev[0] = rev
+            for etype, ev in initial:
+                await resp.write(encode(etype, ev.obj, ev))
+                last_rev[0] = ev.rev
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -466,9 +470,9 @@ class RestAPI:
                     if reason.startswith("too old"):
                         await resp.write(encode("ERROR", errors.gone(reason).status()))
                     break
-                etype, obj, rev = item
-                last_rev[0] = rev
-                await resp.write(encode(etype, obj))
+                etype, ev = item
+                last_rev[0] = ev.rev
+                await resp.write(encode(etype, ev.obj, ev))
         except ConnectionResetError:
             pass
         finally:

@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
+from kubelab import fastjson
 from kubelab.etcdclient import EtcdClient, EtcdError, prefix_end
 from kubelab.selectors import (
     FieldRequirement,
@@ -57,6 +58,10 @@ class ListResult:
         self.remaining = remaining
 
 
+# kube-apiserver's watch cache indexes pods by node: every node agent watches its own pods
+WATCH_INDEXES = {"pods": "spec.nodeName"}
+
+
 def _matcher(kind: Kind, namespace: str | None, labels: Selector,
              fields: list[FieldRequirement]) -> Callable[[dict], bool]:
     if not labels.requirements and not labels.nothing and not fields and not namespace:
@@ -91,7 +96,7 @@ class Storage:
     async def start(self) -> None:
         for k in self.kinds.kinds:
             if "watch" in k.verbs:
-                c = WatchCache(self.etcd, k)
+                c = WatchCache(self.etcd, k, index_field=WATCH_INDEXES.get(k.plural))
                 c.start()
                 self.caches[k.plural] = c
 
@@ -307,7 +312,7 @@ class Storage:
         md = obj.get("metadata", {})
         rv = md.pop("resourceVersion", None)
         try:
-            return json.dumps(obj, separators=(",", ":")).encode()
+            return fastjson.dumps(obj)
         finally:
             if rv is not None:
                 md["resourceVersion"] = rv
@@ -591,7 +596,8 @@ class Storage:
             except EtcdError as e:
                 raise _store_error(e) from None
         try:
-            return cache.subscribe(match, since)
+            return cache.subscribe(match, since, index_value=next(
+                (f.value for f in fields if f.field == cache.index_field and f.op == "="), None))
         except Expired as e:
             raise errors.gone(e.message) from None
 

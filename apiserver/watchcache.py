@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import json
 import logging
 from typing import Callable
 
+from kubelab import fastjson
 from kubelab.etcdclient import EtcdClient, EtcdError, WatchCompacted, prefix_end
 
 from .kinds import Kind
@@ -27,6 +27,13 @@ class Event:
     obj: dict
     old: dict | None
     rev: int
+    encoded: bytes | None = None
+
+    def json(self) -> bytes:
+        """The object as JSON, encoded once however many watchers it goes to."""
+        if self.encoded is None:
+            self.encoded = fastjson.dumps(self.obj)
+        return self.encoded
 
 
 class Expired(Exception):
@@ -36,17 +43,20 @@ class Expired(Exception):
 
 
 def decode(value: bytes, rev: int) -> dict:
-    obj = json.loads(value)
+    obj = fastjson.loads(value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(rev)
     return obj
 
 
 class Subscriber:
-    """One client watch: filtered events through a bounded queue."""
+    """One client watch: filtered events through a bounded queue of (type, Event) — the type
+    as this watcher sees it (a MODIFIED can be its ADDED or DELETED), then None when closed."""
 
-    def __init__(self, cache: "WatchCache", match: Callable[[dict], bool], max_queue: int = 20000):
+    def __init__(self, cache: "WatchCache", match: Callable[[dict], bool], max_queue: int = 20000,
+                 index_value: str | None = None):
         self.cache = cache
         self.match = match
+        self.index_value = index_value  # set: offered only events whose index field has it
         self.queue: asyncio.Queue = asyncio.Queue()
         self.max_queue = max_queue
         self.closed_reason: str | None = None
@@ -57,16 +67,16 @@ class Subscriber:
         new_match = self.match(ev.obj)
         old_match = ev.old is not None and self.match(ev.old)
         if ev.type == "ADDED":
-            out = ("ADDED", ev.obj) if new_match else None
+            out = "ADDED" if new_match else None
         elif ev.type == "DELETED":
-            out = ("DELETED", ev.obj) if new_match else None
+            out = "DELETED" if new_match else None
         else:  # MODIFIED, with selector transitions as Kubernetes reports them
             if new_match and old_match:
-                out = ("MODIFIED", ev.obj)
+                out = "MODIFIED"
             elif new_match:
-                out = ("ADDED", ev.obj)
+                out = "ADDED"
             elif old_match:
-                out = ("DELETED", ev.obj)
+                out = "DELETED"
             else:
                 out = None
         if out is None:
@@ -74,7 +84,7 @@ class Subscriber:
         if self.queue.qsize() >= self.max_queue:
             self.close("watch consumer too slow")
             return
-        self.queue.put_nowait((out[0], out[1], ev.rev))
+        self.queue.put_nowait((out, ev))
 
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
@@ -82,13 +92,26 @@ class Subscriber:
             self.queue.put_nowait(None)
 
     def unsubscribe(self) -> None:
-        self.cache.subscribers.discard(self)
+        if self.index_value is None:
+            self.cache.subscribers.discard(self)
+            return
+        subs = self.cache.indexed.get(self.index_value)
+        if subs is not None:
+            subs.discard(self)
+            if not subs:
+                del self.cache.indexed[self.index_value]
 
 
 class WatchCache:
-    def __init__(self, etcd: EtcdClient, kind: Kind):
+    """index_field: a field selector field (pods: spec.nodeName, as in kube-apiserver) whose
+    equality watches are kept by value, so an event is matched against the watchers of its
+    object's value (one node's agent) instead of against every node's."""
+
+    def __init__(self, etcd: EtcdClient, kind: Kind, index_field: str | None = None):
         self.etcd = etcd
         self.kind = kind
+        self.index_field = index_field
+        self.indexed: dict[str, set[Subscriber]] = {}
         self.prefix = kind.prefix().encode()
         self.objects: dict[str, dict] = {}
         self.history: collections.deque[Event] = collections.deque(maxlen=HISTORY)
@@ -109,7 +132,7 @@ class WatchCache:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        for s in list(self.subscribers):
+        for s in self.all_subscribers():
             s.close("server shutting down")
 
     async def _run(self) -> None:
@@ -122,7 +145,7 @@ class WatchCache:
             except WatchCompacted as e:
                 log.warning("%s: watch compacted at %d; relisting", self.kind.plural,
                             e.compact_revision)
-                for s in list(self.subscribers):
+                for s in self.all_subscribers():
                     s.close(f"too old resource version: {self.rev} ({e.compact_revision})")
             except EtcdError as e:
                 log.warning("%s: store error %s; retrying", self.kind.plural, e.message)
@@ -186,6 +209,19 @@ class WatchCache:
         self.history.append(ev)
         for s in list(self.subscribers):
             s.offer(ev)
+        if self.indexed:
+            values = {self.index_of(ev.obj)}
+            if ev.old is not None:
+                values.add(self.index_of(ev.old))  # a watcher the object moves away from
+            for v in values:
+                for s in list(self.indexed.get(v, ())):
+                    s.offer(ev)
+
+    def all_subscribers(self) -> list[Subscriber]:
+        return [*self.subscribers, *(s for subs in self.indexed.values() for s in subs)]
+
+    def index_of(self, obj: dict) -> str:
+        return self.kind.fields(obj).get(self.index_field, "")
 
     def _wake(self) -> None:
         ev, self._advanced = self._advanced, asyncio.Event()
@@ -206,19 +242,21 @@ class WatchCache:
                 return False
         return True
 
-    def subscribe(self, match: Callable[[dict], bool], since: int | None) -> tuple[
-            Subscriber, list[tuple[str, dict, int]]]:
+    def subscribe(self, match: Callable[[dict], bool], since: int | None,
+                  index_value: str | None = None) -> tuple[Subscriber, list[tuple[str, Event]]]:
         """Register a subscriber and return the initial events, atomically (no await between
         reading history/objects and subscribing, so nothing is missed or duplicated).
 
         since None: synthetic ADDED for every current object, then changes.
-        since N: changes after N (raises Expired when history does not reach back to N)."""
-        initial: list[tuple[str, dict, int]] = []
+        since N: changes after N (raises Expired when history does not reach back to N).
+        index_value: the value `match` requires of index_field (None: no such requirement)."""
+        initial: list[tuple[str, Event]] = []
         if since is None:
             for obj in sorted(self.objects.values(),
                               key=lambda o: int(o["metadata"]["resourceVersion"])):
                 if match(obj):
-                    initial.append(("ADDED", obj, int(obj["metadata"]["resourceVersion"])))
+                    rev = int(obj["metadata"]["resourceVersion"])
+                    initial.append(("ADDED", Event("ADDED", obj, None, rev)))
         else:
             if since < self.oldest:
                 raise Expired(f"too old resource version: {since} ({self.oldest + 1})")
@@ -230,6 +268,11 @@ class WatchCache:
                 item = tmp.queue.get_nowait()
                 if item is not None:
                     initial.append(item)
-        sub = Subscriber(self, match)
-        self.subscribers.add(sub)
+        if self.index_field is None:
+            index_value = None
+        sub = Subscriber(self, match, index_value=index_value)
+        if index_value is None:
+            self.subscribers.add(sub)
+        else:
+            self.indexed.setdefault(index_value, set()).add(sub)
         return sub, initial

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-import json
 import logging
 import random
 import time
@@ -17,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
+from kubelab import fastjson
 from proto.kubelab import cluster_pb2 as cpb
 from proto.kubelab import cluster_pb2_grpc as cgrpc
 
@@ -84,7 +84,7 @@ def _error(e: grpc.aio.AioRpcError) -> APIError:
     for k, v in e.trailing_metadata() or ():
         if k == "k8s-status-bin":
             try:
-                status = json.loads(v)
+                status = fastjson.loads(v)
             except ValueError:
                 pass
     if status:
@@ -188,13 +188,13 @@ class ClusterClient:
     async def resources(self) -> list[dict]:
         """Every kind the API server serves: [{group, version, resource, kind, namespaced}]."""
         resp = await self._call("Resources", cpb.ResourcesRequest())
-        return json.loads(resp.resources)
+        return fastjson.loads(resp.resources)
 
     async def get(self, r: Resource | str, namespace: str | None, name: str,
                   subresource: str = "") -> dict:
         resp = await self._call("Get", cpb.GetRequest(ref=self._ref(_res(r), namespace, name,
                                                                      subresource)))
-        return json.loads(resp.object)
+        return fastjson.loads(resp.object)
 
     async def get_or_none(self, r: Resource | str, namespace: str | None, name: str) -> dict | None:
         try:
@@ -211,41 +211,41 @@ class ClusterClient:
                               field_selector=field_selector, limit=limit,
                               resource_version=resource_version)
         resp = await self._call("List", req)
-        return json.loads(resp.list)
+        return fastjson.loads(resp.list)
 
     async def create(self, r: Resource | str, obj: dict, namespace: str | None = None, *,
                      field_manager: str = "", subresource: str = "") -> dict:
         ns = namespace or obj.get("metadata", {}).get("namespace")
         name = obj.get("metadata", {}).get("name", "") if subresource else ""
         req = cpb.CreateRequest(ref=self._ref(_res(r), ns, name, subresource),
-                                object=json.dumps(obj).encode(), field_manager=field_manager)
+                                object=fastjson.dumps(obj), field_manager=field_manager)
         resp = await self._call("Create", req, retry=False)
-        return json.loads(resp.object)
+        return fastjson.loads(resp.object)
 
     async def update(self, r: Resource | str, obj: dict, *, field_manager: str = "",
                      subresource: str = "") -> dict:
         md = obj["metadata"]
         req = cpb.UpdateRequest(ref=self._ref(_res(r), md.get("namespace"), md["name"],
                                               subresource),
-                                object=json.dumps(obj).encode(), field_manager=field_manager)
+                                object=fastjson.dumps(obj), field_manager=field_manager)
         resp = await self._call("Update", req, retry=bool(md.get("resourceVersion")))
-        return json.loads(resp.object)
+        return fastjson.loads(resp.object)
 
     async def update_status(self, r: Resource | str, obj: dict) -> dict:
         md = obj["metadata"]
         req = cpb.UpdateRequest(ref=self._ref(_res(r), md.get("namespace"), md["name"]),
-                                object=json.dumps(obj).encode())
+                                object=fastjson.dumps(obj))
         resp = await self._call("UpdateStatus", req, retry=bool(md.get("resourceVersion")))
-        return json.loads(resp.object)
+        return fastjson.loads(resp.object)
 
     async def patch(self, r: Resource | str, namespace: str | None, name: str, patch: Any, *,
                     patch_type: str = "application/merge-patch+json", subresource: str = "",
                     field_manager: str = "") -> dict:
-        body = patch if isinstance(patch, bytes) else json.dumps(patch).encode()
+        body = patch if isinstance(patch, bytes) else fastjson.dumps(patch)
         req = cpb.PatchRequest(ref=self._ref(_res(r), namespace, name, subresource),
                                patch_type=patch_type, patch=body, field_manager=field_manager)
         resp = await self._call("Patch", req)
-        return json.loads(resp.object)
+        return fastjson.loads(resp.object)
 
     async def delete(self, r: Resource | str, namespace: str | None, name: str, *,
                      grace_period: int | None = None, propagation: str | None = None,
@@ -258,9 +258,9 @@ class ClusterClient:
         if preconditions:
             opts["preconditions"] = preconditions
         req = cpb.DeleteRequest(ref=self._ref(_res(r), namespace, name),
-                                options=json.dumps(opts).encode())
+                                options=fastjson.dumps(opts))
         resp = await self._call("Delete", req)
-        return json.loads(resp.object), resp.deleted
+        return fastjson.loads(resp.object), resp.deleted
 
     async def watch(self, r: Resource | str, namespace: str | None = None, *,
                     resource_version: str = "", label_selector: str = "",
@@ -275,7 +275,7 @@ class ClusterClient:
         call = self._stub.Watch(req, metadata=self._md)
         try:
             async for ev in call:
-                yield ev.type, json.loads(ev.object)
+                yield ev.type, fastjson.loads(ev.object)
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.CANCELLED:
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kubelab import fastjson
 from kubelab.selectors import label_key_errors, label_value_errors
 
 from ..errors import Cause
@@ -180,15 +181,8 @@ def object_meta(obj: dict, namespaced: bool, name_fn=dns1123_subdomain) -> list[
     return out
 
 
-def json_copy(v: Any) -> Any:
-    """A deep copy of a JSON value (dicts, lists, scalars): what copy.deepcopy does for API
-    objects, ~4x faster (no memo, no dispatch) — it is on every write's path."""
-    t = type(v)
-    if t is dict:
-        return {k: json_copy(x) for k, x in v.items()}
-    if t is list:
-        return [json_copy(x) for x in v]
-    return v
+# on every write's path; see fastjson.copy
+json_copy = fastjson.copy
 
 
 def is_int(v: Any) -> bool:
