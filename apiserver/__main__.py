@@ -61,11 +61,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s apiserver %(name)s %(levelname)s %(message)s")
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
+    from kubelab import runtime
+    runtime.prepare()
     asyncio.run(amain(args))
 
 

@@ -8,7 +8,7 @@ import logging
 import signal
 import socket
 
-from kubelab import timescale
+from kubelab import runtime, timescale
 from kubelab.client import add_client_flags, client_from_args
 from kubelab.health import serve_health
 
@@ -34,11 +34,7 @@ def main(argv=None) -> None:
                                "%(message)s")
     timescale.set_scale(args.time_scale)
     names = list(CONTROLLERS) if args.controllers == "*" else args.controllers.split(",")
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
+    runtime.prepare()
 
     async def amain():
         client = client_from_args(args, "kube-controller-manager")

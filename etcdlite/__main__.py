@@ -103,11 +103,8 @@ def main(argv=None) -> None:
     sys.setswitchinterval(args.gil_switch_interval / 1000.0)
     logging.basicConfig(level=args.log_level.upper(),
                         format=f"%(asctime)s {args.name} %(name)s %(levelname)s %(message)s")
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
+    from kubelab import runtime
+    runtime.prepare()
     asyncio.run(amain(args))
     os._exit(0)  # pysyncobj's tick thread is not a daemon
 

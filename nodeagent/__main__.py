@@ -19,7 +19,7 @@ import logging
 import signal
 import sys
 
-from kubelab import timescale
+from kubelab import runtime, timescale
 from kubelab.client import add_client_flags, client_from_args
 from kubelab.health import serve_health
 
@@ -66,11 +66,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s nodeagent %(name)s %(levelname)s %(message)s")
     timescale.set_scale(args.time_scale)
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
+    runtime.prepare()
     if args.hollow:
         asyncio.run(_hollow(args))
     else:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from kubelab import timescale
+from kubelab import runtime, timescale
 from kubelab.client import InformerFactory, add_client_flags, client_from_args
 from kubelab.health import serve_health
 
@@ -293,11 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                                "%(name)s: %(message)s", stream=sys.stderr)
     if args.time_scale:
         timescale.set_scale(args.time_scale)
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        log.warning("uvloop is not installed; using the default event loop")
+    runtime.prepare()
     asyncio.run(amain(args))
 
 

@@ -8,7 +8,7 @@ import logging
 import signal
 import socket
 
-from kubelab import timescale
+from kubelab import runtime, timescale
 from kubelab.client import add_client_flags, client_from_args
 from kubelab.health import serve_health
 
@@ -28,11 +28,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s scheduler %(name)s %(levelname)s %(message)s")
     timescale.set_scale(args.time_scale)
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
+    runtime.prepare()
 
     async def amain():
         client = client_from_args(args, "kube-scheduler")

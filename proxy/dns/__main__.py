@@ -49,11 +49,8 @@ def main(argv=None) -> None:
                         format="%(asctime)s dns %(name)s %(levelname)s %(message)s")
     if not args.objects and not (args.server and args.token_file):
         p.error("--objects or --server and --token-file are required")
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
+    from kubelab import runtime
+    runtime.prepare()
     token = ""
     if args.token_file:
         with open(args.token_file) as f:
